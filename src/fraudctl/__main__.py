@@ -1,0 +1,3 @@
+from fraudctl.cli.main import run
+
+run()

@@ -1,0 +1,77 @@
+"""What every subcommand shares: the loaded config, `--json`, and rendering."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from fraudctl.config import LoadedConfig, Settings
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")
+]
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@dataclass
+class AppState:
+    """Global options, and the config loaded from them on first use."""
+
+    flags: dict[str, str] = field(default_factory=dict)
+    env_file: Path | None = None
+    toml_file: Path | None = None
+    debug: bool = False
+    _loaded: LoadedConfig | None = None
+
+    def config(self) -> LoadedConfig:
+        if self._loaded is None:
+            from fraudctl.config import load_settings
+
+            self._loaded = load_settings(
+                self.flags, env_file=self.env_file, toml_file=self.toml_file
+            )
+        return self._loaded
+
+    @property
+    def settings(self) -> Settings:
+        return self.config().settings
+
+
+def state_of(ctx: typer.Context) -> AppState:
+    root = ctx.find_root()
+    if not isinstance(root.obj, AppState):
+        root.obj = AppState()
+    return root.obj
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    out = Table(title=title, title_justify="left", header_style="bold")
+    for column in columns:
+        out.add_column(column, overflow="fold")
+    for row in rows:
+        out.add_row(*("" if cell is None else str(cell) for cell in row))
+    return out
+
+
+def status_mark(ok: bool) -> str:
+    return "[green]ok[/green]" if ok else "[red]FAIL[/red]"
+
+
+def key_values(data: Mapping[str, Any]) -> Table:
+    return table(None, ("", ""), data.items())

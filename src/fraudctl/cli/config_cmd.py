@@ -1,0 +1,74 @@
+"""`fraudctl config`: show the effective configuration; create a private .env."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fraudctl.cli.common import JsonOption, console, print_json, state_of, table
+from fraudctl.errors import UsageError
+
+app = typer.Typer(help="Inspect and initialise configuration.", no_args_is_help=True)
+
+# Secrets `config init` generates; the rest of .env.example is copied as written.
+GENERATED_SECRETS = ("FRAUDCTL_S3_ACCESS_KEY", "FRAUDCTL_S3_SECRET_KEY", "FRAUDCTL_REDIS_PASSWORD")
+
+
+@app.command("show")
+def show(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Print every setting, its value (secrets masked) and where it came from."""
+    loaded = state_of(ctx).config()
+    rows = loaded.rows()
+    files = {name: str(path) if path else None for name, path in loaded.files.items()}
+    if as_json:
+        print_json({"settings": rows, "files": files})
+        return
+    console.print(
+        table(
+            f"fraudctl config (profile {loaded.settings.profile})",
+            ("key", "env var", "value", "source"),
+            (
+                [r["key"], r["env"], "(unset)" if r["value"] is None else r["value"], r["source"]]
+                for r in rows
+            ),
+        )
+    )
+    for name, path in files.items():
+        console.print(f"{name}: {path or '(none)'}")
+
+
+@app.command("init")
+def init(
+    path: Annotated[Path, typer.Option(help="Where to write the dotenv file.")] = Path(".env"),
+    example: Annotated[Path, typer.Option(help="Template to copy.")] = Path(".env.example"),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a private (0600) .env from .env.example with freshly generated secrets.
+
+    The secrets are never printed; only the names of the variables that were set.
+    """
+    if path.exists() and not force:
+        raise UsageError(f"{path} exists already", hint="pass --force to replace it")
+    if not example.is_file():
+        raise UsageError(f"template {example} not found", hint="run from the project root")
+    generated: list[str] = []
+    lines = []
+    for line in example.read_text(encoding="utf-8").splitlines():
+        name = line.split("=", 1)[0].strip()
+        if name in GENERATED_SECRETS and "=" in line:
+            lines.append(f"{name}={secrets.token_hex(16)}")
+            generated.append(name)
+        else:
+            lines.append(line)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    if as_json:
+        print_json({"path": str(path), "generated": generated})
+    else:
+        console.print(f"wrote {path} (mode 0600); generated: {', '.join(generated)}")

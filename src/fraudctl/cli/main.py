@@ -1,0 +1,126 @@
+"""The `fraudctl` command: global options, subcommands, and the one error boundary."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from fraudctl import __version__
+from fraudctl.cli import config_cmd, contract_cmd, doctor_cmd, stack_cmd
+from fraudctl.cli.common import AppState, err_console, print_json
+from fraudctl.errors import EXIT_CODE_HELP, ExitCode, FraudctlError
+
+app = typer.Typer(
+    name="fraudctl",
+    help="Run a real-time fraud-scoring platform from one CLI.",
+    epilog=EXIT_CODE_HELP,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fraudctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    profile: Annotated[
+        str | None, typer.Option(help="local (embedded, default) or stack (real services).")
+    ] = None,
+    home: Annotated[
+        Path | None, typer.Option(help="State directory (default ./.fraudctl).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="Override any setting (repeatable)."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML config file (default ./fraudctl.toml).")
+    ] = None,
+    env_file: Annotated[
+        Path | None, typer.Option("--env-file", help="dotenv file (default ./.env).")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    flags: dict[str, str] = {}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
+        flags[key] = value
+    if profile is not None:
+        flags["profile"] = profile
+    if home is not None:
+        flags["home"] = str(home)
+    ctx.obj = AppState(flags=flags, env_file=env_file, toml_file=config, debug=debug)
+
+
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(stack_cmd.app, name="stack")
+app.command("schema")(contract_cmd.schema)
+app.command("validate")(contract_cmd.validate)
+app.command("doctor")(doctor_cmd.doctor)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit status; every failure is mapped here, once."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        result = app(args=args, prog_name="fraudctl", standalone_mode=False)
+        return int(result) if isinstance(result, int) else ExitCode.OK
+    except FraudctlError as exc:
+        if debug:
+            err_console.print_exception()
+        _report(exc.exit_code, exc.message, exc.hint, as_json="--json" in args)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
+        err_console.print("interrupted")
+        return ExitCode.INTERRUPTED
+    except typer.TyperException as exc:  # click's usage errors, as vendored by typer
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err_console.print(f"error: {escape(str(exc))}")
+        return ExitCode.USAGE
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return ExitCode.INTERRUPTED
+    except Exception as exc:
+        if debug:
+            err_console.print_exception()
+        _report(
+            ExitCode.BUG,
+            f"internal error: {type(exc).__name__}: {exc}",
+            "this is a bug in fraudctl; rerun with --debug and report the traceback",
+            as_json="--json" in args,
+        )
+        return ExitCode.BUG
+
+
+def _report(code: ExitCode, message: str, hint: str | None, *, as_json: bool) -> None:
+    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    if hint:
+        err_console.print(f"[dim]hint:[/dim] {escape(hint)}", soft_wrap=True)
+    if as_json:
+        print_json({"error": {"message": message, "hint": hint, "exit_code": int(code)}})
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""The data contract: the one place where the rules of a transaction are written.
+
+Producer, consumer, server and validator all validate through :func:`validate_record`
+(or the :class:`Transaction` model), and ``fraudctl schema`` exports the same rules
+as JSON Schema (draft 2020-12).  "Not in the future" is judged against a clock the
+caller passes in, so tests and replays control time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+ULID_PATTERN = r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$"
+USER_ID_PATTERN = r"^user-[0-9]+$"
+# [0-9], not \d: \d matches non-ASCII digits in Python and Rust regexes, not in JSON Schema's.
+UTC_TIMESTAMP_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|\+00:00)$"
+)
+COUNTRIES: tuple[str, ...] = ("US", "CA", "GB", "DE", "FR", "IN", "BR")
+DEVICES: tuple[str, ...] = ("ios", "android", "web")
+MAX_AMOUNT = 5000.0
+MAX_FUTURE_SKEW = timedelta(minutes=1)
+
+Country = Literal["US", "CA", "GB", "DE", "FR", "IN", "BR"]
+Device = Literal["ios", "android", "web"]
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_utc_timestamp(value: object) -> datetime:
+    """Parse an ISO-8601 UTC timestamp (``Z`` or ``+00:00``); refuse anything else."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        if not _matches(UTC_TIMESTAMP_PATTERN, value):
+            raise ValueError(
+                "must be ISO-8601 UTC like 2026-01-31T12:00:00Z (with 'Z' or '+00:00')"
+            )
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"is not a real date and time: {exc}") from exc
+    else:
+        raise ValueError("must be an ISO-8601 UTC timestamp string")
+    if moment.tzinfo is None:
+        raise ValueError("has no time zone; add 'Z' for UTC")
+    if moment.utcoffset() != timedelta(0):
+        raise ValueError("is not UTC; convert it and use 'Z' or '+00:00'")
+    return moment.astimezone(UTC)
+
+
+def _matches(pattern: str, value: str) -> bool:
+    import re
+
+    return re.fullmatch(pattern, value) is not None
+
+
+def format_utc_timestamp(moment: datetime) -> str:
+    """The canonical wire form: microseconds and ``Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _label(value: object) -> object:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value not in (0, 1):
+        raise ValueError("must be 0, 1 or null")
+    return value
+
+
+EventTimestamp = Annotated[
+    datetime,
+    BeforeValidator(parse_utc_timestamp),
+    PlainSerializer(format_utc_timestamp, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "pattern": UTC_TIMESTAMP_PATTERN,
+            "description": "ISO-8601 UTC ('Z' or '+00:00'); at most 1 minute in the future.",
+        }
+    ),
+]
+# strict: JSON Schema's "number" admits neither booleans nor numeric strings.
+Amount = Annotated[
+    float,
+    Field(strict=True, ge=0, le=MAX_AMOUNT, allow_inf_nan=False, description="0 ≤ x ≤ 5000."),
+]
+EventId = Annotated[
+    str,
+    Field(
+        strict=True,
+        pattern=ULID_PATTERN,
+        description="ULID: 26 characters of Crockford base32, upper case.",
+    ),
+]
+LabelValue = Annotated[
+    Literal[0, 1] | None,
+    BeforeValidator(_label),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer", "enum": [0, 1]}, {"type": "null"}], "default": None}
+    ),
+]
+
+
+class Transaction(BaseModel):
+    """One card transaction as it travels on the ``transactions`` topic."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="Transaction",
+        json_schema_extra={"$schema": JSON_SCHEMA_DIALECT, "$id": "urn:fraudctl:transaction"},
+    )
+
+    event_id: EventId
+    user_id: Annotated[
+        str, Field(strict=True, pattern=USER_ID_PATTERN, description="Pseudonymized user id.")
+    ]
+    transaction_amount: Amount
+    country: Country
+    device: Device
+    event_ts: EventTimestamp
+    label: LabelValue = None
+
+    @field_validator("event_ts")
+    @classmethod
+    def _not_in_future(cls, value: datetime, info: ValidationInfo) -> datetime:
+        clock: Clock = (info.context or {}).get("clock", system_clock)
+        now = clock()
+        if value > now + MAX_FUTURE_SKEW:
+            raise ValueError(
+                f"is {(value - now).total_seconds():.0f} s in the future "
+                f"(at most {MAX_FUTURE_SKEW.total_seconds():.0f} s allowed)"
+            )
+        return value
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class LabelRecord(BaseModel):
+    """A delayed true label on the ``labels`` topic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Label")
+
+    event_id: EventId
+    label: Annotated[Literal[0, 1], BeforeValidator(_label)]
+    event_ts: EventTimestamp
+    label_ts: EventTimestamp
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of a transaction."""
+    schema = Transaction.model_json_schema(mode="validation")
+    return {"$schema": JSON_SCHEMA_DIALECT, **{k: v for k, v in schema.items() if k != "$schema"}}
+
+
+@dataclass(frozen=True)
+class Violation:
+    """Why a record breaks the contract: the field (or ``(record)``) and the reason."""
+
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    record: Transaction | None
+    violations: tuple[Violation, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.record is not None
+
+
+def _violations(exc: ValidationError) -> tuple[Violation, ...]:
+    found: list[Violation] = []
+    for error in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in error["loc"]) or "(record)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = "is required"
+        elif error["type"] == "extra_forbidden":
+            message = "is not a field of the contract"
+        found.append(Violation(loc, message))
+    return tuple(found)
+
+
+def validate_record(obj: object, *, clock: Clock = system_clock) -> Verdict:
+    """Judge one decoded JSON value against the contract."""
+    if not isinstance(obj, dict):
+        return Verdict(None, (Violation("(record)", "must be a JSON object"),))
+    try:
+        return Verdict(Transaction.model_validate(obj, context={"clock": clock}), ())
+    except ValidationError as exc:
+        return Verdict(None, _violations(exc))
+
+
+def validate_bytes(raw: bytes, *, clock: Clock = system_clock) -> Verdict:
+    """Judge one raw message or line: undecodable bytes and bad JSON are violations too."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Verdict(None, (Violation("(record)", f"is not UTF-8 text ({exc.reason})"),))
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Verdict(None, (Violation("(record)", f"is not JSON ({exc.msg})"),))
+    return validate_record(obj, clock=clock)
+
+
+@dataclass(frozen=True)
+class LineReport:
+    line: int
+    violations: tuple[Violation, ...]
+    is_json_object: bool
+
+
+def validate_lines(lines: Iterator[bytes], *, clock: Clock = system_clock) -> Iterator[LineReport]:
+    """Judge JSON Lines one at a time (bounded memory); blank lines are skipped."""
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        verdict = validate_bytes(raw.rstrip(b"\r\n"), clock=clock)
+        is_object = verdict.ok or not (
+            verdict.violations and verdict.violations[0].field == "(record)"
+        )
+        yield LineReport(number, verdict.violations, is_object)

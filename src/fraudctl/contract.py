@@ -47,25 +47,29 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
+ISO_UTC_HINT = "must be ISO-8601 UTC like 2026-01-31T12:00:00Z (with 'Z' or '+00:00')"
+
+
 def parse_utc_timestamp(value: object) -> datetime:
-    """Parse an ISO-8601 UTC timestamp (``Z`` or ``+00:00``); refuse anything else."""
+    """Parse an ISO-8601 UTC timestamp (``Z`` or ``+00:00``); refuse anything else,
+    saying whether the zone is missing, not UTC, or the text is not ISO-8601 at all."""
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, str):
-        if not _matches(UTC_TIMESTAMP_PATTERN, value):
-            raise ValueError(
-                "must be ISO-8601 UTC like 2026-01-31T12:00:00Z (with 'Z' or '+00:00')"
-            )
         try:
             moment = datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise ValueError(f"is not a real date and time: {exc}") from exc
+        except ValueError:
+            raise ValueError(ISO_UTC_HINT) from None
     else:
         raise ValueError("must be an ISO-8601 UTC timestamp string")
     if moment.tzinfo is None:
         raise ValueError("has no time zone; add 'Z' for UTC")
     if moment.utcoffset() != timedelta(0):
         raise ValueError("is not UTC; convert it and use 'Z' or '+00:00'")
+    # fromisoformat also takes forms the JSON Schema pattern does not (a space for 'T',
+    # the basic format without dashes); the pattern is the contract.
+    if isinstance(value, str) and not _matches(UTC_TIMESTAMP_PATTERN, value):
+        raise ValueError(ISO_UTC_HINT)
     return moment.astimezone(UTC)
 
 

@@ -74,8 +74,20 @@ def test_help_lists_exit_codes_and_version_works(cli: RunCli) -> None:
 
 
 def test_help_imports_no_heavy_library() -> None:
-    heavy = ["mlflow", "ray", "feast", "evidently", "sklearn", "pandas", "confluent_kafka",
-             "pyarrow", "minio", "redis", "fastapi", "pydantic"]
+    heavy = [
+        "mlflow",
+        "ray",
+        "feast",
+        "evidently",
+        "sklearn",
+        "pandas",
+        "confluent_kafka",
+        "pyarrow",
+        "minio",
+        "redis",
+        "fastapi",
+        "pydantic",
+    ]
     code = (
         "import sys, contextlib, io\n"
         "from fraudctl.cli.main import main\n"
@@ -93,8 +105,12 @@ def test_doctor_local_profile_is_green(cli: RunCli) -> None:
     assert result.code == 0, result.err
     report = result.json()
     assert report["ok"] is True
-    assert [c["backend"] for c in report["checks"]] == ["filelog", "localfs", "sqlite",
-                                                         "mlflow (sqlite)"]
+    assert [c["backend"] for c in report["checks"]] == [
+        "filelog",
+        "localfs",
+        "sqlite",
+        "mlflow (sqlite)",
+    ]
 
 
 def test_stack_up_without_docker_says_use_native(

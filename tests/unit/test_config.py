@@ -122,7 +122,10 @@ def test_config_show_masks_secrets_and_reports_sources(cli: RunCli, isolated_env
     assert result.code == 0, result.err
     rows = {row["key"]: row for row in result.json()["settings"]}
     assert rows["s3_secret_key"] == {
-        "key": "s3_secret_key", "env": "FRAUDCTL_S3_SECRET_KEY", "value": "****", "source": ".env"
+        "key": "s3_secret_key",
+        "env": "FRAUDCTL_S3_SECRET_KEY",
+        "value": "****",
+        "source": ".env",
     }
     assert rows["redis_url"]["value"] == "redis://:****@h:1/0"
     assert rows["redis_url"]["source"] == "fraudctl.toml"

@@ -10,8 +10,13 @@ import pytest
 from tests.conftest import RunCli
 
 GOOD = {
-    "event_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "user_id": "user-7", "transaction_amount": 12.5,
-    "country": "DE", "device": "ios", "event_ts": "2026-01-01T10:00:00Z", "label": None,
+    "event_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+    "user_id": "user-7",
+    "transaction_amount": 12.5,
+    "country": "DE",
+    "device": "ios",
+    "event_ts": "2026-01-01T10:00:00Z",
+    "label": None,
 }
 
 
@@ -24,8 +29,7 @@ def test_all_valid_exits_0(cli: RunCli, tmp_path: Path) -> None:
     source = jsonl(tmp_path / "ok.jsonl", [json.dumps(GOOD)] * 3)
     result = cli("validate", source, "--json")
     assert result.code == 0
-    assert result.json() == {"errors": [], "records": 3, "valid": 3, "invalid": 0,
-                             "status": "ok"}
+    assert result.json() == {"errors": [], "records": 3, "valid": 3, "invalid": 0, "status": "ok"}
 
 
 def test_reports_every_invalid_line_with_field_and_reason(cli: RunCli, tmp_path: Path) -> None:
@@ -45,7 +49,10 @@ def test_reports_every_invalid_line_with_field_and_reason(cli: RunCli, tmp_path:
     report = result.json()
     assert (report["valid"], report["invalid"], report["status"]) == (2, 3, "invalid")
     assert [(e["line"], e["field"]) for e in report["errors"]] == [
-        (2, "country"), (4, "(record)"), (5, "transaction_amount"), (5, "device"),
+        (2, "country"),
+        (4, "(record)"),
+        (5, "transaction_amount"),
+        (5, "device"),
     ]
     text = cli("validate", source)
     assert text.code == 4
@@ -76,8 +83,9 @@ def test_reads_stdin(cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
     result = cli("validate", "-", "--json")
     assert result.code == 4
-    assert result.json()["errors"] == [{"line": 2, "field": "label",
-                                        "reason": "must be 0, 1 or null"}]
+    assert result.json()["errors"] == [
+        {"line": 2, "field": "label", "reason": "must be 0, 1 or null"}
+    ]
 
 
 def test_large_file_in_bounded_memory(cli: RunCli, tmp_path: Path) -> None:

@@ -93,7 +93,10 @@ def _compose(*args: str) -> None:
             f"{COMPOSE_FILE} not found", hint="run from the project root (where compose/ is)"
         )
     assert docker is not None
-    result = subprocess.run([docker, "compose", "-f", str(COMPOSE_FILE), *args], check=False)
+    env_file = ["--env-file", ".env"] if Path(".env").is_file() else []
+    result = subprocess.run(
+        [docker, "compose", *env_file, "-f", str(COMPOSE_FILE), *args], check=False
+    )
     if result.returncode != 0:
         raise BackendUnavailable(
             f"docker compose {' '.join(args)} failed (exit {result.returncode})",

@@ -1,0 +1,61 @@
+# The two commands a new machine needs: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+FRAUDCTL := $(BIN)/fraudctl
+STAMP := $(VENV)/.installed
+DEMO_HOME ?= .fraudctl/demo
+
+.PHONY: help install system-deps demo test test-unit lint format services services-down clean
+
+help:
+	@echo "make demo          run what exists of the loop on the embedded default, then the native stack"
+	@echo "make test          install, start native services on free ports, run every test"
+	@echo "make lint          ruff + mypy --strict"
+	@echo "make services      start the native stack (fraudctl stack up --native)"
+	@echo "make services-down stop it"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) system-deps
+
+# Debian packages the native stack needs (redis-server); installed only when missing.
+system-deps:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (Debian)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+.env: | .env.example $(STAMP)
+	$(FRAUDCTL) config init
+
+demo: install .env
+	bash scripts/demo.sh
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench noxfile.py
+	$(BIN)/ruff format --check src tests bench noxfile.py
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests bench noxfile.py
+	$(BIN)/ruff check --fix src tests bench noxfile.py
+
+services: install .env
+	$(FRAUDCTL) --profile stack stack up --native
+
+services-down: $(STAMP)
+	$(FRAUDCTL) --profile stack stack down --native
+
+clean:
+	rm -rf .fraudctl .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# What exists of the loop today, end to end: the embedded default, the data contract,
+# and the real services started natively. Grows with each subcommand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+F=.venv/bin/fraudctl
+HOME_DIR=${DEMO_HOME:-.fraudctl/demo}
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "1/4 embedded default profile: every backend is local"
+$F --home "$HOME_DIR" doctor
+
+step "2/4 the data contract: JSON Schema (first lines) and validation"
+$F schema | head -n 12
+$F validate examples/transactions.jsonl
+set +e
+$F validate examples/bad-transactions.jsonl
+rc=$?
+set -e
+if [ "$rc" -ne 4 ]; then echo "expected exit 4 for invalid records, got $rc" >&2; exit 1; fi
+echo "(exit 4: a check said no — as expected for the bad file)"
+
+step "3/4 real services without Docker: broker, S3, Redis, MLflow"
+trap '$F --profile stack --home "$HOME_DIR" stack down --native >/dev/null || true' EXIT
+$F --profile stack --home "$HOME_DIR" stack up --native
+
+step "4/4 doctor against the stack profile"
+$F --profile stack --home "$HOME_DIR" doctor
+$F --profile stack --home "$HOME_DIR" config show

@@ -7,7 +7,7 @@ FRAUDCTL := $(BIN)/fraudctl
 STAMP := $(VENV)/.installed
 DEMO_HOME ?= .fraudctl/demo
 
-.PHONY: help install system-deps demo test test-unit lint format services services-down clean
+.PHONY: help install system-deps demo test test-unit lint format services services-down clean lock
 
 help:
 	@echo "make demo          run what exists of the loop on the embedded default, then the native stack"
@@ -19,7 +19,7 @@ help:
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP) system-deps
@@ -59,3 +59,7 @@ services-down: $(STAMP)
 
 clean:
 	rm -rf .fraudctl .pytest_cache .mypy_cache .ruff_cache
+
+# Re-pin the tested versions after changing dependencies in pyproject.toml.
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^fraudctl' > constraints.txt

@@ -73,5 +73,10 @@ def status_mark(ok: bool) -> str:
     return "[green]ok[/green]" if ok else "[red]FAIL[/red]"
 
 
-def key_values(data: Mapping[str, Any]) -> Table:
-    return table(None, ("", ""), data.items())
+def key_values(data: Mapping[str, Any], title: str | None = None) -> Table:
+    out = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2))
+    out.add_column(style="bold")
+    out.add_column(overflow="fold")
+    for key, value in data.items():
+        out.add_row(str(key), "" if value is None else str(value))
+    return out

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from fraudctl import __version__
-from fraudctl.cli import config_cmd, contract_cmd, doctor_cmd, stack_cmd
+from fraudctl.cli import config_cmd, contract_cmd, doctor_cmd, produce_cmd, stack_cmd
 from fraudctl.cli.common import AppState, err_console, print_json
 from fraudctl.errors import EXIT_CODE_HELP, ExitCode, FraudctlError
 
@@ -73,6 +73,7 @@ app.add_typer(stack_cmd.app, name="stack")
 app.command("schema")(contract_cmd.schema)
 app.command("validate")(contract_cmd.validate)
 app.command("doctor")(doctor_cmd.doctor)
+app.command("produce")(produce_cmd.produce)
 
 
 def main(argv: list[str] | None = None) -> int:

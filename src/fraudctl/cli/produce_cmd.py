@@ -1,0 +1,221 @@
+"""`fraudctl produce`: the synthetic transaction stream."""
+
+from __future__ import annotations
+
+import signal
+import time
+from contextlib import suppress
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.live import Live
+from rich.panel import Panel
+
+from fraudctl.cli.common import JsonOption, console, err_console, key_values, print_json, state_of
+from fraudctl.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from fraudctl.services.produce import ProduceSummary
+
+DRIFT_HELP = (
+    "Shift distributions: amount=F (scale amounts), country=CC:P (send share P of events "
+    "to country CC), device=D:P (likewise a device), fraud=F (fraud rate). "
+    "Example: amount=1.8,country=BR:0.5"
+)
+
+
+def produce(
+    ctx: typer.Context,
+    rate: Annotated[
+        float,
+        typer.Option(min=0, help="Events per second, paced by a clock; 0 = as fast as possible."),
+    ] = 100.0,
+    count: Annotated[int | None, typer.Option(min=1, help="Stop after N events.")] = None,
+    duration: Annotated[
+        float | None, typer.Option(min=0.001, help="Stop after SECONDS (else run until Ctrl-C).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Same seed and options, same events.")] = 0,
+    users: Annotated[int, typer.Option(min=1, help="Size of the user population.")] = 10_000,
+    fraud_rate: Annotated[
+        float, typer.Option(min=0, max=0.5, help="Share of fraud events.")
+    ] = 0.02,
+    label_delay: Annotated[
+        float, typer.Option(min=0, help="Seconds after each event its true label is published.")
+    ] = 60.0,
+    drift: Annotated[str | None, typer.Option(help=DRIFT_HELP)] = None,
+    invalid_rate: Annotated[
+        float,
+        typer.Option(
+            min=0, max=1, help="Share of records deliberately breaking the contract (DLQ tests)."
+        ),
+    ] = 0.0,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="Event time of the first event (ISO-8601 UTC). Default: now; with --rate 0, "
+            "so that the events end now."
+        ),
+    ] = None,
+    delivery_timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds to keep retrying a message the bus has not acked.")
+    ] = 120.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Publish a realistic synthetic transaction stream with delayed labels.
+
+    Live events carry label null; each event's true label follows on the labels topic
+    --label-delay seconds later. Exit 0 when every published message was acknowledged,
+    3 when some were not (the summary says how many), 130 after Ctrl-C.
+    """
+    from fraudctl.adapters.bus import open_bus, stream_topics
+    from fraudctl.contract import parse_utc_timestamp
+    from fraudctl.generator import DriftSpec, GeneratorOptions
+    from fraudctl.services.produce import ProducePlan, default_start
+    from fraudctl.services.produce import produce as run_produce
+
+    if count is not None and duration is not None:
+        raise UsageError("give --count or --duration, not both")
+    if rate == 0 and count is None and start is None:
+        raise UsageError(
+            "--rate 0 needs --count (events are laid out to end now) or an explicit --start"
+        )
+    now = time.time()
+    if start is None:
+        first = default_start(rate, count, now)
+    else:
+        try:
+            first = parse_utc_timestamp(start).timestamp()
+        except ValueError as exc:
+            raise UsageError(f"--start {start!r} {exc}") from exc
+        if first > now + 60:
+            raise UsageError(f"--start {start} is in the future; events would break the contract")
+
+    settings = state_of(ctx).settings
+    options = GeneratorOptions(
+        users=users, fraud_rate=fraud_rate, seed=seed, drift=DriftSpec.parse(drift)
+    )
+    plan = ProducePlan(
+        rate=rate,
+        count=count,
+        duration=duration,
+        label_delay=label_delay,
+        invalid_rate=invalid_rate,
+        start=first,
+        topic_transactions=settings.topic_transactions,
+        topic_labels=settings.topic_labels,
+        delivery_timeout_s=delivery_timeout,
+    )
+    bus = open_bus(settings)
+    bus.ensure_topics(stream_topics(settings), settings.topic_partitions)
+    producer = bus.producer(delivery_timeout_s=delivery_timeout)
+
+    stop = _GracefulStop()
+    live = Live(console=err_console, transient=True, auto_refresh=False)
+    show = err_console.is_terminal and not as_json
+    with stop, live if show else _nothing():
+
+        def progress(summary: ProduceSummary, message: str) -> None:
+            if show:
+                live.update(_panel(summary, message, bus.address), refresh=True)
+
+        summary = run_produce(
+            producer, options, plan, should_stop=stop.requested, on_progress=progress
+        )
+    producer.close()
+
+    result = summary.as_dict() | {
+        "bus": settings.bus,
+        "address": bus.address,
+        "topics": {"transactions": plan.topic_transactions, "labels": plan.topic_labels},
+        "rate": rate,
+        "seed": seed,
+        "drift": options.drift.describe(),
+    }
+    if as_json:
+        print_json(result)
+    else:
+        console.print(key_values(_summary_rows(result)))
+    if summary.not_acknowledged:
+        err_console.print(
+            f"[red]error:[/red] {summary.not_acknowledged:,} messages were not acknowledged by "
+            f"{bus.address} ({summary.failures or 'still in flight at the delivery timeout'})"
+        )
+        raise typer.Exit(ExitCode.BACKEND_UNAVAILABLE)
+    if summary.stopped_by == "interrupt":
+        raise typer.Exit(ExitCode.INTERRUPTED)
+
+
+def _summary_rows(result: dict[str, object]) -> dict[str, object]:
+    keys = (
+        "generated",
+        "published",
+        "acknowledged",
+        "failed",
+        "not_acknowledged",
+        "labels_published",
+        "labels_pending",
+        "invalid_injected",
+        "fraud_events",
+        "elapsed_s",
+        "events_per_s",
+        "stopped_by",
+        "bus",
+        "address",
+        "drift",
+    )
+    rows = {}
+    for key in keys:
+        value = result[key]
+        rows[key.replace("_", " ")] = (
+            f"{value:,.1f}"
+            if isinstance(value, float)
+            else (f"{value:,}" if isinstance(value, int) else value)
+        )
+    return rows
+
+
+def _panel(summary: ProduceSummary, message: str, address: str) -> Panel:
+    data = summary.as_dict()
+    text = (
+        f"{message} → {address}\n"
+        f"published {data['published']:,}  acked {data['acknowledged']:,}  "
+        f"failed {data['failed']:,}  labels {data['labels_published']:,}\n"
+        f"rate {data['events_per_s']:,.0f} ev/s  elapsed {data['elapsed_s']:,.1f} s  "
+        f"invalid injected {data['invalid_injected']:,}"
+    )
+    return Panel(text, title="fraudctl produce", expand=False)
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+
+class _GracefulStop:
+    """First Ctrl-C (or SIGTERM) asks the loop to stop and flush; a second one aborts."""
+
+    def __init__(self) -> None:
+        self._requested = False
+        self._previous: dict[int, object] = {}
+
+    def requested(self) -> bool:
+        return self._requested
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self._requested:
+            raise KeyboardInterrupt
+        self._requested = True
+
+    def __enter__(self) -> _GracefulStop:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with suppress(ValueError):  # not the main thread: leave signals alone
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]

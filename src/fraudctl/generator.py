@@ -1,0 +1,367 @@
+"""A realistic, reproducible synthetic transaction stream.
+
+A population of users, each with a home country, a usual device and a spending level,
+makes ordinary purchases.  Fraud arrives as a few recognisable *patterns* that unfold
+over minutes, so a model can find them only through per-user history (the features)
+plus the event itself:
+
+- **account takeover**: a stranger's device in a foreign country, then a burst of high
+  amounts a few tens of seconds apart;
+- **card testing**: a burst of tiny amounts seconds apart, mostly from the web.
+
+Ordinary users also travel, switch devices and spend big now and then, so no raw field
+alone gives fraud away.
+
+Events are laid on a fixed grid of event times (``start + i / rate``); a pattern's next
+step takes the first grid slot at or after its due time.  The sequence depends only on
+the seed and the options, so the same seed gives the same events apart from the
+timestamps, which are anchored at ``start``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import itertools
+import math
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from fraudctl.contract import COUNTRIES, DEVICES, MAX_AMOUNT
+from fraudctl.errors import UsageError
+
+COUNTRY_WEIGHTS = (0.35, 0.10, 0.12, 0.12, 0.10, 0.13, 0.08)  # US CA GB DE FR IN BR
+DEVICE_WEIGHTS = (0.42, 0.40, 0.18)  # ios android web
+TRAVEL_RATE = 0.04  # ordinary events abroad
+OTHER_DEVICE_RATE = 0.10  # ordinary events on a device other than the usual one
+BIG_SPEND_RATE = 0.02  # ordinary events at 6-25x the user's usual amount
+TAKEOVER_SHARE = 0.6  # of fraud patterns; the rest is card testing
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS = [a + b for a in CROCKFORD for b in CROCKFORD]  # every 10-bit value, 2 chars
+
+
+def ulid_from(ms: int, randomness: int) -> str:
+    """The 26-character ULID of a millisecond timestamp and 80 random bits: the top
+    3 bits, then twelve 10-bit pairs from a table, then the last 5 bits."""
+    v = (ms << 80) | randomness
+    t = _PAIRS
+    return (
+        CROCKFORD[v >> 125]
+        + t[(v >> 115) & 1023] + t[(v >> 105) & 1023] + t[(v >> 95) & 1023]
+        + t[(v >> 85) & 1023] + t[(v >> 75) & 1023] + t[(v >> 65) & 1023]
+        + t[(v >> 55) & 1023] + t[(v >> 45) & 1023] + t[(v >> 35) & 1023]
+        + t[(v >> 25) & 1023] + t[(v >> 15) & 1023] + t[(v >> 5) & 1023]
+        + CROCKFORD[v & 31]
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DriftSpec:
+    """Shifts of named distributions, e.g. ``amount=1.8,country=BR:0.5``."""
+
+    amount: float = 1.0
+    country: tuple[str, float] | None = None
+    device: tuple[str, float] | None = None
+    fraud: float | None = None
+
+    @classmethod
+    def parse(cls, spec: str | None) -> DriftSpec:
+        """``amount=F`` scales amounts; ``country=CC:P`` / ``device=D:P`` send a share P of
+        events to that country / device; ``fraud=F`` sets the fraud rate."""
+        if not spec:
+            return cls()
+        values: dict[str, object] = {}
+        for part in spec.split(","):
+            name, sep, raw = part.strip().partition("=")
+            try:
+                if not sep:
+                    raise ValueError("expected NAME=VALUE")
+                if name == "amount":
+                    values["amount"] = _positive(float(raw))
+                elif name == "fraud":
+                    values["fraud"] = _share(float(raw))
+                elif name in ("country", "device"):
+                    target, _, share = raw.partition(":")
+                    allowed = COUNTRIES if name == "country" else DEVICES
+                    if target not in allowed:
+                        raise ValueError(f"{target!r} is not one of {', '.join(allowed)}")
+                    values[name] = (target, _share(float(share or "1")))
+                else:
+                    raise ValueError("known names: amount, country, device, fraud")
+            except ValueError as exc:
+                raise UsageError(
+                    f"--drift {spec!r}: bad part {part!r}: {exc}",
+                    hint="e.g. --drift amount=1.8,country=BR:0.5,device=web:0.6,fraud=0.05",
+                ) from exc
+        return cls(**values)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        parts = []
+        if self.amount != 1.0:
+            parts.append(f"amount={self.amount:g}")
+        for name in ("country", "device"):
+            target = getattr(self, name)
+            if target:
+                parts.append(f"{name}={target[0]}:{target[1]:g}")
+        if self.fraud is not None:
+            parts.append(f"fraud={self.fraud:g}")
+        return ",".join(parts) or "none"
+
+
+def _positive(value: float) -> float:
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _share(value: float) -> float:
+    if not 0 <= value <= 1:
+        raise ValueError("must be between 0 and 1")
+    return value
+
+
+class Event(NamedTuple):
+    event_id: str
+    user_id: str
+    transaction_amount: float
+    country: str
+    device: str
+    event_ts: float  # seconds since the epoch, UTC
+    label: int
+    pattern: str  # normal | takeover | card_testing
+
+
+@dataclass(frozen=True)
+class User:
+    home: str
+    device: str
+    spend: float  # median amount
+
+
+@dataclass
+class _Step:
+    due: float
+    user: int
+    amount: float
+    country: str
+    device: str
+    pattern: str
+
+
+@dataclass
+class GeneratorOptions:
+    users: int = 10_000
+    fraud_rate: float = 0.02
+    seed: int = 0
+    drift: DriftSpec = field(default_factory=DriftSpec)
+
+    def __post_init__(self) -> None:
+        if self.users < 1:
+            raise UsageError(f"--users {self.users}: need at least 1 user")
+        if not 0 <= self.fraud_rate <= 0.5:
+            raise UsageError(f"--fraud-rate {self.fraud_rate}: must be between 0 and 0.5")
+
+
+class TransactionGenerator:
+    def __init__(self, options: GeneratorOptions, start: float, rate: float) -> None:
+        self.options = options
+        self.start = start
+        self.interval = 1.0 / rate
+        self.rng = random.Random(options.seed)
+        self._random = self.rng.random
+        self._gauss = self.rng.gauss
+        self._getrandbits = self.rng.getrandbits
+        self.index = 0
+        self._pending: list[tuple[float, int, _Step]] = []  # heap by due time
+        self._sequence = itertools.count()
+        fraud_rate = options.drift.fraud if options.drift.fraud is not None else options.fraud_rate
+        # Mean steps per pattern: takeover 1 + 2..5 (mean 4.5), card testing 4..11 (mean 7.5).
+        mean_steps = TAKEOVER_SHARE * 4.5 + (1 - TAKEOVER_SHARE) * 7.5
+        self._pattern_start = fraud_rate / mean_steps
+        self.users = self._population()
+        # A few users are much more active than the rest.
+        self._weights = [self.rng.paretovariate(1.5) for _ in range(options.users)]
+        self._cum_weights = list(_accumulate(self._weights))
+        self._total_weight = self._cum_weights[-1]
+        self._user_ids = [f"user-{i}" for i in range(options.users)]
+
+    def _population(self) -> list[User]:
+        rng = self.rng
+        return [
+            User(
+                home=rng.choices(COUNTRIES, COUNTRY_WEIGHTS)[0],
+                device=rng.choices(DEVICES, DEVICE_WEIGHTS)[0],
+                spend=math.exp(rng.gauss(math.log(35.0), 0.7)),
+            )
+            for _ in range(self.options.users)
+        ]
+
+    def _pick_user(self) -> int:
+        return bisect.bisect(self._cum_weights, self.rng.random() * self._total_weight)
+
+    def _foreign(self, home: str) -> str:
+        while True:
+            country = self.rng.choice(COUNTRIES)
+            if country != home:
+                return country
+
+    def _other_device(self, usual: str) -> str:
+        while True:
+            device = self.rng.choice(DEVICES)
+            if device != usual:
+                return device
+
+    def _start_pattern(self, now: float) -> _Step:
+        rng = self.rng
+        victim = self._pick_user()
+        user = self.users[victim]
+        steps: list[_Step] = []
+        if rng.random() < TAKEOVER_SHARE:
+            country, device = self._foreign(user.home), self._other_device(user.device)
+            due = now
+            # A modest first charge, then a burst of high amounts.
+            steps.append(_Step(due, victim, rng.uniform(20, 150), country, device, "takeover"))
+            for _ in range(rng.randint(2, 5)):
+                due += rng.uniform(15, 150)
+                amount = rng.uniform(250, 2500) * rng.choice((1.0, 1.0, 1.6))
+                steps.append(_Step(due, victim, amount, country, device, "takeover"))
+        else:
+            device = "web" if rng.random() < 0.8 else user.device
+            country = user.home if rng.random() < 0.6 else self._foreign(user.home)
+            due = now
+            for _ in range(rng.randint(4, 11)):
+                steps.append(
+                    _Step(due, victim, rng.uniform(0.5, 9.99), country, device, "card_testing")
+                )
+                due += rng.uniform(3, 40)
+        for step in steps[1:]:
+            heapq.heappush(self._pending, (step.due, next(self._sequence), step))
+        return steps[0]
+
+    def next(self) -> Event:
+        """The event of the next grid slot."""
+        ts = self.start + self.index * self.interval
+        self.index += 1
+        rand = self._random
+        if (self._pending and self._pending[0][0] <= ts) or rand() < self._pattern_start:
+            step = (
+                heapq.heappop(self._pending)[2]
+                if self._pending and self._pending[0][0] <= ts
+                else self._start_pattern(ts)
+            )
+            user, amount, country, device = step.user, step.amount, step.country, step.device
+            pattern = step.pattern
+        else:
+            user = bisect.bisect(self._cum_weights, rand() * self._total_weight)
+            profile = self.users[user]
+            country = profile.home if rand() >= TRAVEL_RATE else self._foreign(profile.home)
+            device = profile.device
+            if rand() < OTHER_DEVICE_RATE:
+                device = self._other_device(device)
+            amount = profile.spend * math.exp(self._gauss(0.0, 0.6))
+            if rand() < BIG_SPEND_RATE:
+                amount *= self.rng.uniform(6, 25)
+            pattern = "normal"
+        drift = self.options.drift
+        if drift.amount != 1.0:
+            amount *= drift.amount
+        if drift.country is not None and rand() < drift.country[1]:
+            country = drift.country[0]
+        if drift.device is not None and rand() < drift.device[1]:
+            device = drift.device[0]
+        return Event(
+            ulid_from(int(ts * 1000), self._getrandbits(80)),
+            self._user_ids[user],
+            round(min(amount, MAX_AMOUNT), 2),
+            country,
+            device,
+            ts,
+            0 if pattern == "normal" else 1,
+            pattern,
+        )
+
+
+def _accumulate(values: list[float]) -> list[float]:
+    total = 0.0
+    out = []
+    for value in values:
+        total += value
+        out.append(total)
+    return out
+
+
+_SECOND_PREFIX: dict[int, str] = {}
+
+
+def format_ts(ts: float) -> str:
+    """Canonical UTC wire form with microseconds; the per-second prefix is cached."""
+    micros = round(ts * 1_000_000)
+    second, fraction = divmod(micros, 1_000_000)
+    prefix = _SECOND_PREFIX.get(second)
+    if prefix is None:
+        if len(_SECOND_PREFIX) > 4096:
+            _SECOND_PREFIX.clear()
+        prefix = _SECOND_PREFIX[second] = datetime.fromtimestamp(second, UTC).strftime(
+            "%Y-%m-%dT%H:%M:%S"
+        )
+    return f"{prefix}.{fraction:06d}Z"
+
+
+def transaction_json(event: Event) -> bytes:
+    """The wire form of a live event (label withheld: truth arrives later)."""
+    return (
+        f'{{"event_id":"{event.event_id}","user_id":"{event.user_id}",'
+        f'"transaction_amount":{event.transaction_amount!r},"country":"{event.country}",'
+        f'"device":"{event.device}","event_ts":"{format_ts(event.event_ts)}","label":null}}'
+    ).encode()
+
+
+def label_json(event: Event, label_ts: float) -> bytes:
+    return (
+        f'{{"event_id":"{event.event_id}","label":{event.label},'
+        f'"event_ts":"{format_ts(event.event_ts)}","label_ts":"{format_ts(label_ts)}"}}'
+    ).encode()
+
+
+INVALID_KINDS = (
+    "bad_ulid",
+    "unknown_country",
+    "negative_amount",
+    "amount_over_max",
+    "future_timestamp",
+    "missing_field",
+    "not_json",
+)
+
+
+def invalid_json(event: Event, rng: random.Random, now: float) -> tuple[bytes, str]:
+    """A record that breaks the contract in one of several ways (for DLQ testing)."""
+    kind = rng.choice(INVALID_KINDS)
+    if kind == "not_json":
+        return b"\x00not json: " + event.event_id.encode() + b"\xff", kind
+    record: dict[str, object] = {
+        "event_id": event.event_id,
+        "user_id": event.user_id,
+        "transaction_amount": event.transaction_amount,
+        "country": event.country,
+        "device": event.device,
+        "event_ts": format_ts(event.event_ts),
+        "label": None,
+    }
+    if kind == "bad_ulid":
+        record["event_id"] = event.event_id[:20] + "-bad"
+    elif kind == "unknown_country":
+        record["country"] = "XX"
+    elif kind == "negative_amount":
+        record["transaction_amount"] = -round(rng.uniform(0.01, 500), 2)
+    elif kind == "amount_over_max":
+        record["transaction_amount"] = round(MAX_AMOUNT + rng.uniform(0.01, 5000), 2)
+    elif kind == "future_timestamp":
+        record["event_ts"] = format_ts(now + rng.uniform(3600, 86400))
+    else:
+        del record[rng.choice(("user_id", "transaction_amount", "country", "device"))]
+    import json
+
+    return json.dumps(record, separators=(",", ":")).encode(), kind

@@ -1,0 +1,89 @@
+"""Small ports the services talk to; adapters implement them for each backend."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+TopicPartition = tuple[str, int]
+
+
+class Record(NamedTuple):
+    """One message read from the bus."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+    timestamp_ms: int
+
+
+@dataclass
+class DeliveryStats:
+    """What the bus confirmed; updated as delivery reports arrive."""
+
+    acknowledged: int = 0
+    failed: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    acknowledged_by_topic: Counter[str] = field(default_factory=Counter)
+
+    def success(self, topic: str, n: int = 1) -> None:
+        self.acknowledged += n
+        self.acknowledged_by_topic[topic] += n
+
+    def failure(self, reason: str, n: int = 1) -> None:
+        self.failed += n
+        self.errors[reason] += n
+
+
+class BusProducer(Protocol):
+    stats: DeliveryStats
+
+    def publish(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: dict[str, bytes] | None = None,
+    ) -> None:
+        """Hand one message over; delivery is confirmed later through ``stats``."""
+
+    def poll(self) -> None:
+        """Serve delivery reports without blocking."""
+
+    def flush(self, timeout_s: float) -> int:
+        """Wait for every message in flight; return how many are still not confirmed."""
+
+    def in_flight(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class BusConsumer(Protocol):
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        """The next records after the consumer's position (at most ``max_records``)."""
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Durably record, per partition, the offset of the next record to read."""
+
+    def committed(self) -> dict[TopicPartition, int]: ...
+
+    def end_offsets(self) -> dict[TopicPartition, int]:
+        """Per partition, the offset the next published record will get."""
+
+    def close(self) -> None: ...
+
+
+class EventBus(Protocol):
+    """A partitioned, keyed, append-only log with consumer groups (Kafka semantics)."""
+
+    address: str
+
+    def ensure_topics(self, topics: list[str], partitions: int) -> None: ...
+
+    def producer(self, *, delivery_timeout_s: float) -> BusProducer: ...
+
+    def consumer(self, group: str, topics: list[str]) -> BusConsumer: ...

@@ -1,0 +1,236 @@
+"""Publish the synthetic stream: paced by a clock, validated by the contract, with
+delayed labels and (on demand) deliberately invalid records."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fraudctl.contract import Transaction
+from fraudctl.generator import (
+    Event,
+    GeneratorOptions,
+    TransactionGenerator,
+    invalid_json,
+    label_json,
+    transaction_json,
+)
+from fraudctl.ports import BusProducer
+
+BATCH = 2000  # most events handed over between two looks at the clock
+PROGRESS_EVERY_S = 0.25
+NOMINAL_RATE = 100.0  # event-time spacing of `--rate 0` runs
+
+
+@dataclass(frozen=True)
+class Clock:
+    monotonic: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass(frozen=True)
+class ProducePlan:
+    rate: float
+    count: int | None
+    duration: float | None
+    label_delay: float
+    invalid_rate: float
+    start: float  # event time of the first event, seconds since the epoch
+    topic_transactions: str
+    topic_labels: str
+    delivery_timeout_s: float
+
+
+@dataclass
+class ProduceSummary:
+    generated: int = 0
+    published: int = 0
+    acknowledged: int = 0
+    failed: int = 0
+    not_acknowledged: int = 0
+    labels_published: int = 0
+    labels_acknowledged: int = 0
+    labels_pending: int = 0
+    invalid_injected: int = 0
+    invalid_by_kind: dict[str, int] = field(default_factory=dict)
+    rejected_by_contract: int = 0
+    fraud_events: int = 0
+    elapsed_s: float = 0.0
+    events_per_s: float = 0.0
+    stopped_by: str = "running"
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_start(rate: float, count: int | None, now: float) -> float:
+    """Paced runs stamp events with the time they are due; `--rate 0` runs lay their
+    events on a NOMINAL_RATE grid that ends now, so no timestamp is in the future."""
+    if rate > 0 or count is None:
+        return now
+    return now - count / NOMINAL_RATE
+
+
+def produce(
+    producer: BusProducer,
+    options: GeneratorOptions,
+    plan: ProducePlan,
+    *,
+    clock: Clock | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_progress: Callable[[ProduceSummary, str], None] = lambda _s, _m: None,
+) -> ProduceSummary:
+    """Run until --count, --duration or ``should_stop``; flush; return what happened."""
+    return _Run(producer, options, plan, clock or Clock(), should_stop, on_progress).run()
+
+
+class _Run:
+    def __init__(
+        self,
+        producer: BusProducer,
+        options: GeneratorOptions,
+        plan: ProducePlan,
+        clock: Clock,
+        should_stop: Callable[[], bool],
+        on_progress: Callable[[ProduceSummary, str], None],
+    ) -> None:
+        self.producer = producer
+        self.plan = plan
+        self.clock = clock
+        self.should_stop = should_stop
+        self.on_progress = on_progress
+        self.generator = TransactionGenerator(
+            options, plan.start, plan.rate if plan.rate > 0 else NOMINAL_RATE
+        )
+        # Invalid-record choices come from their own stream so that --invalid-rate does
+        # not change which valid events the seed produces.
+        self.invalid_rng = random.Random(options.seed ^ 0x5EED1AB1)
+        self.summary = ProduceSummary()
+        self.pending_labels: deque[Event] = deque()
+        self.context: dict[str, Any] = {}
+        self.interrupted = False
+
+    def emit(self, n: int) -> None:
+        summary, plan, publish = self.summary, self.plan, self.producer.publish
+        validate, context = Transaction.model_validate_json, self.context
+        context["now"] = datetime.fromtimestamp(self.clock.wall(), UTC)  # once per batch
+        topic = plan.topic_transactions
+        for _ in range(n):
+            event = self.generator.next()
+            summary.generated += 1
+            key = event.user_id.encode()
+            if plan.invalid_rate and self.invalid_rng.random() < plan.invalid_rate:
+                raw, kind = invalid_json(event, self.invalid_rng, self.clock.wall())
+                publish(topic, raw, key)
+                summary.published += 1
+                summary.invalid_injected += 1
+                summary.invalid_by_kind[kind] = summary.invalid_by_kind.get(kind, 0) + 1
+                continue
+            raw = transaction_json(event)
+            try:
+                validate(raw, context=context)
+            except ValueError:
+                summary.rejected_by_contract += 1
+                continue
+            publish(topic, raw, key)
+            summary.published += 1
+            summary.fraud_events += event.label
+            self.pending_labels.append(event)
+
+    def publish_due_labels(self, now_wall: float) -> None:
+        pending, delay = self.pending_labels, self.plan.label_delay
+        while pending and pending[0].event_ts + delay <= now_wall:
+            event = pending.popleft()
+            self.producer.publish(
+                self.plan.topic_labels,
+                label_json(event, event.event_ts + delay),
+                event.user_id.encode(),
+            )
+            self.summary.labels_published += 1
+
+    def stop_reason(self, emitted: int, elapsed: float) -> str | None:
+        if self.should_stop():
+            self.interrupted = True
+            return "interrupt"
+        if self.plan.count is not None and emitted >= self.plan.count:
+            return "count"
+        if self.plan.duration is not None and elapsed >= self.plan.duration:
+            return "duration"
+        return None
+
+    def due(self, emitted: int, elapsed: float) -> int:
+        """How many events should have been handed over by now (paced by the clock)."""
+        plan = self.plan
+        if plan.rate > 0:
+            due = math.floor(elapsed * plan.rate) + 1
+            if plan.duration is not None:
+                due = min(due, math.ceil(plan.duration * plan.rate))
+        else:
+            due = emitted + BATCH
+        return due if plan.count is None else min(due, plan.count)
+
+    def run(self) -> ProduceSummary:
+        clock, plan, summary = self.clock, self.plan, self.summary
+        t0 = last_progress = clock.monotonic()
+        emitted = 0
+        while True:
+            now = clock.monotonic()
+            elapsed = now - t0
+            reason = self.stop_reason(emitted, elapsed)
+            if reason is not None:
+                summary.stopped_by = reason
+                break
+            due = self.due(emitted, elapsed)
+            batch = min(max(due - emitted, 0), BATCH)
+            self.emit(batch)
+            emitted += batch
+            self.publish_due_labels(clock.wall())
+            self.producer.poll()
+            if now - last_progress >= PROGRESS_EVERY_S:
+                last_progress = now
+                self.report("producing", elapsed)
+            if plan.rate > 0 and emitted >= due:
+                next_due = t0 + emitted / plan.rate
+                clock.sleep(min(max(next_due - clock.monotonic(), 0.0), 0.05))
+        self.drain_labels(t0)
+        summary.labels_pending = len(self.pending_labels)
+        self.on_progress(summary, "flushing")
+        remaining = self.producer.flush(plan.delivery_timeout_s)
+        self.report(None, clock.monotonic() - t0)
+        summary.not_acknowledged = remaining + self.producer.stats.failed
+        return summary
+
+    def drain_labels(self, t0: float) -> None:
+        """Delayed truth still owed: wait for it unless the user interrupted."""
+        while self.pending_labels and not self.interrupted:
+            if self.should_stop():
+                self.interrupted = True
+                return
+            now_wall = self.clock.wall()
+            self.publish_due_labels(now_wall)
+            self.producer.poll()
+            if self.pending_labels:
+                wait = self.pending_labels[0].event_ts + self.plan.label_delay - now_wall
+                self.report(
+                    f"waiting {max(wait, 0):.0f} s for delayed labels", self.clock.monotonic() - t0
+                )
+                self.clock.sleep(min(max(wait, 0.0), 0.25))
+
+    def report(self, message: str | None, elapsed: float) -> None:
+        summary, stats = self.summary, self.producer.stats
+        summary.acknowledged = stats.acknowledged_by_topic[self.plan.topic_transactions]
+        summary.labels_acknowledged = stats.acknowledged_by_topic[self.plan.topic_labels]
+        summary.failed = stats.failed
+        summary.failures = dict(stats.errors)
+        summary.elapsed_s = elapsed
+        summary.events_per_s = summary.published / elapsed if elapsed > 0 else 0.0
+        if message is not None:
+            self.on_progress(summary, message)

@@ -39,6 +39,7 @@ OTHER_DEVICE_RATE = 0.10  # ordinary events on a device other than the usual one
 BIG_SPEND_RATE = 0.02  # ordinary events at 6-25x the user's usual amount
 TAKEOVER_SHARE = 0.6  # of fraud patterns; the rest is card testing
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+WARM_UP_S = 800.0  # longer than the longest fraud pattern
 _PAIRS = [a + b for a in CROCKFORD for b in CROCKFORD]  # every 10-bit value, 2 chars
 
 
@@ -186,6 +187,18 @@ class TransactionGenerator:
         self._cum_weights = list(_accumulate(self._weights))
         self._total_weight = self._cum_weights[-1]
         self._user_ids = [f"user-{i}" for i in range(options.users)]
+        self._warm_start(rate)
+
+    def _warm_start(self, rate: float) -> None:
+        """Begin in the steady state: patterns that started before the first event are
+        already under way, so the fraud share is right from the first minute, not only
+        after the longest pattern has had time to play out."""
+        starts = round(self._pattern_start * WARM_UP_S * rate)
+        for _ in range(starts):
+            began = self.start - self.rng.uniform(0, WARM_UP_S)
+            self._start_pattern(began)
+        self._pending = [item for item in self._pending if item[0] >= self.start]
+        heapq.heapify(self._pending)
 
     def _population(self) -> list[User]:
         rng = self.rng

@@ -140,6 +140,7 @@ class KafkaConsumer:
             }
         )
         self._topics = topics
+        self._bootstrap = bootstrap
         self._consumer.subscribe(topics)
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
@@ -193,9 +194,50 @@ class KafkaConsumer:
     def end_offsets(self) -> dict[TopicPartition, int]:
         ends = {}
         for tp in self._partitions():
-            _low, high = self._consumer.get_watermark_offsets(tp, timeout=5)
+            _low, high = self._consumer.get_watermark_offsets(tp, timeout=5, cached=False)
             ends[(tp.topic, tp.partition)] = high
-        return ends
+        return _confirm_ends(self._bootstrap, ends)
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def _confirm_ends(bootstrap: str, ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+    """Read the last record batch of each partition to confirm its end offset.
+
+    Some Kafka-API brokers (the tansu stand-in among them) answer ListOffsets with the
+    base offset of the last *batch* plus one, not the offset after its last record.
+    Reading from ``high - 1`` returns that whole batch; on a conforming broker it is a
+    single record and the end stays ``high``.
+    """
+    from confluent_kafka import Consumer
+    from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+    wanted = {tp: high for tp, high in ends.items() if high > 0}
+    if not wanted:
+        return dict(ends)
+    probe = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "fraudctl-end-probe",
+            "enable.auto.commit": False,
+            "log_level": 3,
+        }
+    )
+    confirmed = dict(ends)
+    try:
+        probe.assign([KafkaTopicPartition(t, p, high - 1) for (t, p), high in wanted.items()])
+        seen: set[TopicPartition] = set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            messages = probe.consume(10_000, 0.3)
+            for message in messages:
+                if message.error() is None:
+                    tp = (str(message.topic()), int(message.partition() or 0))
+                    seen.add(tp)
+                    confirmed[tp] = max(confirmed[tp], int(message.offset() or 0) + 1)
+            if not messages and seen >= set(wanted):
+                break
+    finally:
+        probe.close()
+    return confirmed

@@ -24,7 +24,6 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
-    field_validator,
 )
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -97,17 +96,34 @@ def _label(value: object) -> object:
     return value
 
 
-EventTimestamp = Annotated[
+def _not_in_future(value: object, info: ValidationInfo) -> datetime:
+    """Parse, then judge "in the future" against the clock in the validation context."""
+    moment = parse_utc_timestamp(value)
+    context = info.context or {}
+    # "now" (a datetime) lets a hot loop read the clock once per batch, not per record.
+    now = context["now"] if "now" in context else context.get("clock", system_clock)()
+    if moment > now + MAX_FUTURE_SKEW:
+        raise ValueError(
+            f"is {(moment - now).total_seconds():.0f} s in the future "
+            f"(at most {MAX_FUTURE_SKEW.total_seconds():.0f} s allowed)"
+        )
+    return moment
+
+
+_TIMESTAMP_SCHEMA = {"type": "string", "format": "date-time", "pattern": UTC_TIMESTAMP_PATTERN}
+UtcTimestamp = Annotated[
     datetime,
     BeforeValidator(parse_utc_timestamp),
     PlainSerializer(format_utc_timestamp, return_type=str, when_used="json"),
+    WithJsonSchema(_TIMESTAMP_SCHEMA | {"description": "ISO-8601 UTC ('Z' or '+00:00')."}),
+]
+EventTimestamp = Annotated[
+    datetime,
+    BeforeValidator(_not_in_future),
+    PlainSerializer(format_utc_timestamp, return_type=str, when_used="json"),
     WithJsonSchema(
-        {
-            "type": "string",
-            "format": "date-time",
-            "pattern": UTC_TIMESTAMP_PATTERN,
-            "description": "ISO-8601 UTC ('Z' or '+00:00'); at most 1 minute in the future.",
-        }
+        _TIMESTAMP_SCHEMA
+        | {"description": "ISO-8601 UTC ('Z' or '+00:00'); at most 1 minute in the future."}
     ),
 ]
 # strict: JSON Schema's "number" admits neither booleans nor numeric strings.
@@ -152,19 +168,6 @@ class Transaction(BaseModel):
     event_ts: EventTimestamp
     label: LabelValue = None
 
-    @field_validator("event_ts")
-    @classmethod
-    def _not_in_future(cls, value: datetime, info: ValidationInfo) -> datetime:
-        context = info.context or {}
-        # "now" (a datetime) lets a hot loop read the clock once per batch, not per record.
-        now = context["now"] if "now" in context else context.get("clock", system_clock)()
-        if value > now + MAX_FUTURE_SKEW:
-            raise ValueError(
-                f"is {(value - now).total_seconds():.0f} s in the future "
-                f"(at most {MAX_FUTURE_SKEW.total_seconds():.0f} s allowed)"
-            )
-        return value
-
     def to_json_bytes(self) -> bytes:
         return self.model_dump_json().encode()
 
@@ -176,8 +179,8 @@ class LabelRecord(BaseModel):
 
     event_id: EventId
     label: Annotated[Literal[0, 1], BeforeValidator(_label)]
-    event_ts: EventTimestamp
-    label_ts: EventTimestamp
+    event_ts: UtcTimestamp
+    label_ts: UtcTimestamp
 
 
 def json_schema() -> dict[str, Any]:

@@ -25,6 +25,7 @@ import heapq
 import itertools
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -132,6 +133,7 @@ class Event(NamedTuple):
     event_ts: float  # seconds since the epoch, UTC
     label: int
     pattern: str  # normal | takeover | card_testing
+    event_ts_text: str  # event_ts in the canonical wire form
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,19 @@ class GeneratorOptions:
 
 
 class TransactionGenerator:
-    def __init__(self, options: GeneratorOptions, start: float, rate: float) -> None:
+    def __init__(
+        self,
+        options: GeneratorOptions,
+        start: float,
+        rate: float,
+        shard: tuple[int, int] = (0, 1),
+    ) -> None:
+        """Events on the grid ``start + i / rate``.
+
+        ``shard=(k, n)``: this generator makes the events of users ``k, k+n, k+2n, …``
+        only, from a random stream of its own, so ``n`` generators in ``n`` processes
+        together make one stream in which every user's events stay in order.
+        """
         self.options = options
         self.start = start
         self.interval = 1.0 / rate
@@ -187,6 +201,15 @@ class TransactionGenerator:
         self._cum_weights = list(_accumulate(self._weights))
         self._total_weight = self._cum_weights[-1]
         self._user_ids = [f"user-{i}" for i in range(options.users)]
+        index, count = shard
+        self._shard_users: Sequence[int] = range(index, options.users, count)
+        if count > 1:
+            self._cum_weights = list(_accumulate([self._weights[u] for u in self._shard_users]))
+            self._total_weight = self._cum_weights[-1]
+            self.rng = random.Random(f"{options.seed}/{index}/{count}")
+            self._random = self.rng.random
+            self._gauss = self.rng.gauss
+            self._getrandbits = self.rng.getrandbits
         self._warm_start(rate)
 
     def _warm_start(self, rate: float) -> None:
@@ -212,7 +235,8 @@ class TransactionGenerator:
         ]
 
     def _pick_user(self) -> int:
-        return bisect.bisect(self._cum_weights, self.rng.random() * self._total_weight)
+        pick = bisect.bisect(self._cum_weights, self._random() * self._total_weight)
+        return self._shard_users[pick]
 
     def _foreign(self, home: str) -> str:
         while True:
@@ -267,7 +291,7 @@ class TransactionGenerator:
             user, amount, country, device = step.user, step.amount, step.country, step.device
             pattern = step.pattern
         else:
-            user = bisect.bisect(self._cum_weights, rand() * self._total_weight)
+            user = self._shard_users[bisect.bisect(self._cum_weights, rand() * self._total_weight)]
             profile = self.users[user]
             country = profile.home if rand() >= TRAVEL_RATE else self._foreign(profile.home)
             device = profile.device
@@ -293,6 +317,7 @@ class TransactionGenerator:
             ts,
             0 if pattern == "normal" else 1,
             pattern,
+            format_ts(ts),
         )
 
 
@@ -327,14 +352,14 @@ def transaction_json(event: Event) -> bytes:
     return (
         f'{{"event_id":"{event.event_id}","user_id":"{event.user_id}",'
         f'"transaction_amount":{event.transaction_amount!r},"country":"{event.country}",'
-        f'"device":"{event.device}","event_ts":"{format_ts(event.event_ts)}","label":null}}'
+        f'"device":"{event.device}","event_ts":"{event.event_ts_text}","label":null}}'
     ).encode()
 
 
 def label_json(event: Event, label_ts: float) -> bytes:
     return (
         f'{{"event_id":"{event.event_id}","label":{event.label},'
-        f'"event_ts":"{format_ts(event.event_ts)}","label_ts":"{format_ts(label_ts)}"}}'
+        f'"event_ts":"{event.event_ts_text}","label_ts":"{format_ts(label_ts)}"}}'
     ).encode()
 
 
@@ -360,7 +385,7 @@ def invalid_json(event: Event, rng: random.Random, now: float) -> tuple[bytes, s
         "transaction_amount": event.transaction_amount,
         "country": event.country,
         "device": event.device,
-        "event_ts": format_ts(event.event_ts),
+        "event_ts": event.event_ts_text,
         "label": None,
     }
     if kind == "bad_ulid":

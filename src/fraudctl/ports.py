@@ -40,7 +40,9 @@ class DeliveryStats:
 
 
 class BusProducer(Protocol):
-    stats: DeliveryStats
+    @property
+    def stats(self) -> DeliveryStats:
+        """Deliveries confirmed so far (exact once ``flush`` returned 0)."""
 
     def publish(
         self,

@@ -239,13 +239,17 @@ class FileLogProducer:
 
     def __init__(self, bus: FileLogBus) -> None:
         self.bus = bus
-        self.stats = DeliveryStats()
+        self._stats = DeliveryStats()
         self._writers: dict[TopicPartition, _PartitionWriter] = {}
         self._buffers: dict[TopicPartition, list[bytes]] = {}
         self._partitions: dict[str, int] = {}
         self._buffered = 0
         self._counter = 0
         self._last_flush = time.monotonic()
+
+    @property
+    def stats(self) -> DeliveryStats:
+        return self._stats
 
     def publish(
         self,
@@ -281,9 +285,9 @@ class FileLogProducer:
                 writer = self._writers[tp] = _PartitionWriter(self.bus.root / tp[0] / str(tp[1]))
             try:
                 writer.append(frames)
-                self.stats.success(tp[0], len(frames))
+                self._stats.success(tp[0], len(frames))
             except OSError as exc:
-                self.stats.failure(f"write failed: {exc.strerror}", len(frames))
+                self._stats.failure(f"write failed: {exc.strerror}", len(frames))
             frames.clear()
         self._buffered = 0
         self._last_flush = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 from fraudctl.errors import BackendUnavailable
@@ -57,12 +58,23 @@ class KafkaBus:
 
 
 class KafkaProducer:
-    """Idempotent, acks=all; every delivery report is counted."""
+    """Idempotent, acks=all.
+
+    Only failed deliveries call back into Python (``delivery.report.only.error``): a
+    callback per message would cost more than producing it.  A message counts as
+    acknowledged once it has left librdkafka's queue without an error report, so the
+    per-topic figures are lower bounds while messages are in flight and exact once
+    ``flush`` returns with nothing left (every message then has either succeeded or
+    reported its error: the flush outlasts ``message.timeout.ms``).
+    """
 
     def __init__(self, bootstrap: str, delivery_timeout_s: float) -> None:
         from confluent_kafka import Producer
 
-        self.stats = DeliveryStats()
+        self._stats = DeliveryStats()
+        self._published: Counter[str] = Counter()
+        self._failed: Counter[str] = Counter()
+        self._delivery_timeout_s = delivery_timeout_s
         self._producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
@@ -73,17 +85,30 @@ class KafkaProducer:
                 "queue.buffering.max.messages": 1_000_000,
                 "queue.buffering.max.kbytes": 1_048_576,
                 "message.timeout.ms": int(delivery_timeout_s * 1000),
+                "delivery.report.only.error": True,
+                "on_delivery": self._on_failure,
                 "log_level": 3,
             }
         )
-        self._pending = 0
+        self._produce = self._producer.produce
 
-    def _on_delivery(self, error: Any, message: Any) -> None:
-        self._pending -= 1
-        if error is None:
-            self.stats.success(message.topic())
-        else:
-            self.stats.failure(error.name() if hasattr(error, "name") else str(error))
+    def _on_failure(self, error: Any, message: Any) -> None:
+        if error is not None:
+            self._failed[str(message.topic())] += 1
+            self._stats.failure(error.name() if hasattr(error, "name") else str(error))
+
+    @property
+    def stats(self) -> DeliveryStats:
+        in_flight = len(self._producer)
+        stats = self._stats
+        stats.acknowledged_by_topic = Counter(
+            {
+                topic: max(count - self._failed[topic] - in_flight, 0)
+                for topic, count in self._published.items()
+            }
+        )
+        stats.acknowledged = max(sum(self._published.values()) - stats.failed - in_flight, 0)
+        return stats
 
     def publish(
         self,
@@ -92,32 +117,43 @@ class KafkaProducer:
         key: bytes | None = None,
         headers: dict[str, bytes] | None = None,
     ) -> None:
+        wide: dict[str, str | bytes | None] | None = (
+            {name: raw for name, raw in headers.items()} if headers else None
+        )
+        try:
+            self._produce(topic, value, key, headers=wide)
+        except BufferError:
+            self._produce_when_room(topic, value, key, wide)
+        self._published[topic] += 1
+
+    def _produce_when_room(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: dict[str, str | bytes | None] | None,
+    ) -> None:
+        # The local queue is full (broker slow or away): serve reports until there is room.
         while True:
+            self._producer.poll(0.05)
             try:
-                self._producer.produce(
-                    topic,
-                    value,
-                    key,
-                    headers=dict(headers) if headers else None,
-                    on_delivery=self._on_delivery,
-                )
-                self._pending += 1
+                self._produce(topic, value, key, headers=headers)
                 return
             except BufferError:
-                # The local queue is full (broker slow or away): serve reports and retry.
-                self._producer.poll(0.05)
+                continue
 
     def poll(self) -> None:
         self._producer.poll(0)
 
     def flush(self, timeout_s: float) -> int:
-        deadline = time.monotonic() + timeout_s
-        while self._pending > 0 and time.monotonic() < deadline:
+        # Outlast message.timeout.ms so every message ends acknowledged or reported.
+        deadline = time.monotonic() + max(timeout_s, self._delivery_timeout_s + 5)
+        while len(self._producer) > 0 and time.monotonic() < deadline:
             self._producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
-        return max(self._pending, 0)
+        return len(self._producer)
 
     def in_flight(self) -> int:
-        return self._pending
+        return len(self._producer)
 
     def close(self) -> None:
         self._producer.flush(0)

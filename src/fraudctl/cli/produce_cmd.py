@@ -57,6 +57,16 @@ def produce(
             "so that the events end now."
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Producer processes, each with its share of the users (per-user order is "
+            "kept). Default: 2 with --rate 0, else 1. A seed reproduces the events for a "
+            "given number of workers.",
+        ),
+    ] = None,
     delivery_timeout: Annotated[
         float, typer.Option(min=1, help="Seconds to keep retrying a message the bus has not acked.")
     ] = 120.0,
@@ -71,8 +81,7 @@ def produce(
     from fraudctl.adapters.bus import open_bus, stream_topics
     from fraudctl.contract import parse_utc_timestamp
     from fraudctl.generator import DriftSpec, GeneratorOptions
-    from fraudctl.services.produce import ProducePlan, default_start
-    from fraudctl.services.produce import produce as run_produce
+    from fraudctl.services.produce import ProducePlan, default_start, produce_in_workers
 
     if count is not None and duration is not None:
         raise UsageError("give --count or --duration, not both")
@@ -91,6 +100,9 @@ def produce(
         if first > now + 60:
             raise UsageError(f"--start {start} is in the future; events would break the contract")
 
+    workers = workers or (2 if rate == 0 else 1)
+    if workers > users:
+        raise UsageError(f"--workers {workers} is more than --users {users}")
     settings = state_of(ctx).settings
     options = GeneratorOptions(
         users=users, fraud_rate=fraud_rate, seed=seed, drift=DriftSpec.parse(drift)
@@ -108,7 +120,6 @@ def produce(
     )
     bus = open_bus(settings)
     bus.ensure_topics(stream_topics(settings), settings.topic_partitions)
-    producer = bus.producer(delivery_timeout_s=delivery_timeout)
 
     stop = _GracefulStop()
     live = Live(console=err_console, transient=True, auto_refresh=False)
@@ -119,16 +130,21 @@ def produce(
             if show:
                 live.update(_panel(summary, message, bus.address), refresh=True)
 
-        summary = run_produce(
-            producer, options, plan, should_stop=stop.requested, on_progress=progress
+        summary = produce_in_workers(
+            lambda: open_bus(settings).producer(delivery_timeout_s=delivery_timeout),
+            options,
+            plan,
+            workers,
+            should_stop=stop.requested,
+            on_progress=progress,
         )
-    producer.close()
 
     result = summary.as_dict() | {
         "bus": settings.bus,
         "address": bus.address,
         "topics": {"transactions": plan.topic_transactions, "labels": plan.topic_labels},
         "rate": rate,
+        "workers": workers,
         "seed": seed,
         "drift": options.drift.describe(),
     }

@@ -39,7 +39,18 @@ def _render(reports: list[dict[str, object]], title: str, as_json: bool) -> None
 
 
 @app.command("up")
-def up(ctx: typer.Context, native: NativeOption = False, as_json: JsonOption = False) -> None:
+def up(
+    ctx: typer.Context,
+    native: NativeOption = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            help="With --native: start only these services (kafka, s3, redis, mlflow; repeatable).",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
     """Start the broker, S3 server, Redis and MLflow; wait until each accepts work.
 
     Creates the topics and the bucket.  Ports come from the stack profile's settings
@@ -52,7 +63,11 @@ def up(ctx: typer.Context, native: NativeOption = False, as_json: JsonOption = F
     from fraudctl.stack import native as native_stack
 
     with err_console.status("starting the native stack…") as status:
-        reports = native_stack.up(settings, progress=lambda msg: status.update(msg + "…"))
+        reports = native_stack.up(
+            settings,
+            progress=lambda msg: status.update(msg + "…"),
+            only=tuple(only) if only else native_stack.SERVICES,
+        )
     _render([r.as_dict() for r in reports], "native stack", as_json)
 
 

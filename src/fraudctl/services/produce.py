@@ -4,11 +4,14 @@ delayed labels and (on demand) deliberately invalid records."""
 from __future__ import annotations
 
 import math
+import multiprocessing
+import queue
 import random
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,36 +104,43 @@ class _Run:
         clock: Clock,
         should_stop: Callable[[], bool],
         on_progress: Callable[[ProduceSummary, str], None],
+        shard: tuple[int, int] = (0, 1),
+        grid_rate: float | None = None,
     ) -> None:
         self.producer = producer
         self.plan = plan
         self.clock = clock
         self.should_stop = should_stop
         self.on_progress = on_progress
+        # The event-time grid of the whole stream; a shard takes every n-th slot of it.
+        rate = grid_rate or (plan.rate if plan.rate > 0 else NOMINAL_RATE)
+        index, count = shard
         self.generator = TransactionGenerator(
-            options, plan.start, plan.rate if plan.rate > 0 else NOMINAL_RATE
+            options, plan.start + index / rate, rate / count, shard=shard
         )
         # Invalid-record choices come from their own stream so that --invalid-rate does
         # not change which valid events the seed produces.
-        self.invalid_rng = random.Random(options.seed ^ 0x5EED1AB1)
+        self.invalid_rng = random.Random(f"{options.seed}/invalid/{index}/{count}")
         self.summary = ProduceSummary()
         self.pending_labels: deque[Event] = deque()
         self.context: dict[str, Any] = {}
         self.interrupted = False
 
     def emit(self, n: int) -> None:
+        """Generate, validate and hand over ``n`` events (the hot loop: locals only)."""
         summary, plan, publish = self.summary, self.plan, self.producer.publish
         validate, context = Transaction.model_validate_json, self.context
         context["now"] = datetime.fromtimestamp(self.clock.wall(), UTC)  # once per batch
-        topic = plan.topic_transactions
+        topic, invalid_rate = plan.topic_transactions, plan.invalid_rate
+        next_event, owe_label = self.generator.next, self.pending_labels.append
+        published = fraud = 0
         for _ in range(n):
-            event = self.generator.next()
-            summary.generated += 1
+            event = next_event()
             key = event.user_id.encode()
-            if plan.invalid_rate and self.invalid_rng.random() < plan.invalid_rate:
+            if invalid_rate and self.invalid_rng.random() < invalid_rate:
                 raw, kind = invalid_json(event, self.invalid_rng, self.clock.wall())
                 publish(topic, raw, key)
-                summary.published += 1
+                published += 1
                 summary.invalid_injected += 1
                 summary.invalid_by_kind[kind] = summary.invalid_by_kind.get(kind, 0) + 1
                 continue
@@ -141,9 +151,12 @@ class _Run:
                 summary.rejected_by_contract += 1
                 continue
             publish(topic, raw, key)
-            summary.published += 1
-            summary.fraud_events += event.label
-            self.pending_labels.append(event)
+            published += 1
+            fraud += event.label
+            owe_label(event)
+        summary.generated += n
+        summary.published += published
+        summary.fraud_events += fraud
 
     def publish_due_labels(self, now_wall: float) -> None:
         pending, delay = self.pending_labels, self.plan.label_delay
@@ -234,3 +247,129 @@ class _Run:
         summary.events_per_s = summary.published / elapsed if elapsed > 0 else 0.0
         if message is not None:
             self.on_progress(summary, message)
+
+
+def produce_in_workers(
+    open_producer: Callable[[], BusProducer],
+    options: GeneratorOptions,
+    plan: ProducePlan,
+    workers: int,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_progress: Callable[[ProduceSummary, str], None] = lambda _s, _m: None,
+) -> ProduceSummary:
+    """The same run split over ``workers`` processes, each with its own producer and the
+    events of its own share of the users (so every user's events keep their order).
+
+    Each worker paces ``rate / workers`` on the shared event-time grid; the summary adds
+    theirs up.  Ctrl-C reaches the parent only, which asks every worker to stop and flush.
+    """
+    if workers == 1:
+        return produce(
+            open_producer(), options, plan, should_stop=should_stop, on_progress=on_progress
+        )
+    context = multiprocessing.get_context("fork")
+    stop = context.Event()
+    reports: multiprocessing.Queue[tuple[int, str, Any]] = context.Queue()
+    grid_rate = plan.rate if plan.rate > 0 else NOMINAL_RATE
+    processes = [
+        context.Process(
+            target=_worker,
+            args=(k, workers, open_producer, options, plan, grid_rate, stop, reports),
+            daemon=True,
+        )
+        for k in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    latest = {k: ProduceSummary() for k in range(workers)}
+    done: set[int] = set()
+    errors: list[str] = []
+    while len(done) < workers:
+        if should_stop():
+            stop.set()
+        try:
+            k, kind, data = reports.get(timeout=0.25)
+        except queue.Empty:
+            for k, process in enumerate(processes):
+                if k not in done and not process.is_alive() and reports.empty():
+                    done.add(k)
+                    errors.append(f"worker {k} exited with code {process.exitcode}")
+            continue
+        if kind == "error":
+            done.add(k)
+            errors.append(str(data))
+            stop.set()
+            continue
+        latest[k] = ProduceSummary(**data)
+        if kind == "final":
+            done.add(k)
+        on_progress(merge_summaries(list(latest.values())), "producing")
+    for process in processes:
+        process.join(timeout=10)
+    if errors:
+        from fraudctl.errors import BackendUnavailable
+
+        raise BackendUnavailable("; ".join(errors))
+    return merge_summaries(list(latest.values()))
+
+
+def _worker(
+    index: int,
+    count: int,
+    open_producer: Callable[[], BusProducer],
+    options: GeneratorOptions,
+    plan: ProducePlan,
+    grid_rate: float,
+    stop: Any,
+    reports: Any,
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    try:
+        share = None
+        if plan.count is not None:
+            share = plan.count // count + (1 if index < plan.count % count else 0)
+        worker_plan = replace(plan, rate=plan.rate / count, count=share)
+        producer = open_producer()
+        summary = _Run(
+            producer,
+            options,
+            worker_plan,
+            Clock(),
+            stop.is_set,
+            lambda s, _m: reports.put((index, "progress", s.as_dict())),
+            shard=(index, count),
+            grid_rate=grid_rate,
+        ).run()
+        producer.close()
+        reports.put((index, "final", summary.as_dict()))
+    except Exception as exc:  # reported to the parent, which maps it to an exit code
+        reports.put((index, "error", f"worker {index}: {exc}"))
+
+
+def merge_summaries(parts: list[ProduceSummary]) -> ProduceSummary:
+    merged = ProduceSummary()
+    for part in parts:
+        for name in (
+            "generated",
+            "published",
+            "acknowledged",
+            "failed",
+            "not_acknowledged",
+            "labels_published",
+            "labels_acknowledged",
+            "labels_pending",
+            "invalid_injected",
+            "rejected_by_contract",
+            "fraud_events",
+        ):
+            setattr(merged, name, getattr(merged, name) + getattr(part, name))
+        for name in ("invalid_by_kind", "failures"):
+            target = getattr(merged, name)
+            for key, value in getattr(part, name).items():
+                target[key] = target.get(key, 0) + value
+        merged.elapsed_s = max(merged.elapsed_s, part.elapsed_s)
+    reasons = {part.stopped_by for part in parts}
+    merged.stopped_by = "interrupt" if "interrupt" in reasons else sorted(reasons)[0]
+    merged.events_per_s = merged.published / merged.elapsed_s if merged.elapsed_s else 0.0
+    return merged

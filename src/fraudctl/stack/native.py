@@ -359,15 +359,25 @@ def ready_check(name: str, settings: Settings) -> Callable[[], object]:
 # -- the two verbs --------------------------------------------------------------------
 
 
-def up(settings: Settings, progress: Callable[[str], None] = lambda _: None) -> list[ServiceReport]:
-    """Start every service not already running; return what each one is now."""
+def up(
+    settings: Settings,
+    progress: Callable[[str], None] = lambda _: None,
+    only: tuple[str, ...] = SERVICES,
+) -> list[ServiceReport]:
+    """Start every service (of ``only``) not already running; return what each one is now."""
+    unknown = [name for name in only if name not in SERVICES]
+    if unknown:
+        raise UsageError(f"unknown service(s) {unknown}", hint=f"choose from {', '.join(SERVICES)}")
+    if "mlflow" in only and "s3" not in only:
+        only = (*only, "s3")  # MLflow keeps its artifacts in the S3 server
     state = StackState.load(settings)
     ports = stack_ports(settings)
     root = settings.home / "stack"
     reports: dict[str, ServiceReport] = {}
     started: list[Running] = []
 
-    pending = [n for n in SERVICES if not (n in state.services and state.services[n].alive())]
+    wanted = [n for n in SERVICES if n in only]
+    pending = [n for n in wanted if not (n in state.services and state.services[n].alive())]
     for name in pending:
         busy = [p for p in ports_of(name, ports[name]) if not port_is_free(p)]
         if busy:
@@ -401,13 +411,13 @@ def up(settings: Settings, progress: Callable[[str], None] = lambda _: None) -> 
                     running.name, "started", running.pid, running.url, running.log
                 )
 
-    for name in SERVICES:
+    for name in wanted:
         if name not in reports:
             running = state.services[name]
             # Already running: still make sure it is provisioned (topics, bucket).
             ready_check(name, settings)()
             reports[name] = ServiceReport(name, "running", running.pid, running.url, running.log)
-    return [reports[n] for n in SERVICES]
+    return [reports[n] for n in wanted]
 
 
 _SETTING_OF = {

@@ -35,8 +35,11 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-def baseline(bootstrap: str, topic: str, n: int) -> float:
-    """Raw confluent-kafka: pre-serialized payloads, idempotent, acks=all."""
+def baseline(bootstrap: str, topic: str, n: int, *, callbacks: bool = False) -> float:
+    """Raw confluent-kafka: pre-serialized payloads, idempotent, acks=all.
+
+    ``callbacks=False`` reports only failed deliveries (what fraudctl does; the fastest
+    raw loop); ``callbacks=True`` calls a Python delivery callback per message."""
     from confluent_kafka import Producer
 
     from fraudctl.generator import GeneratorOptions, TransactionGenerator, transaction_json
@@ -98,6 +101,7 @@ def main() -> int:
     try:
         bootstrap = env["FRAUDCTL_KAFKA_BOOTSTRAP"]
         raw = baseline(bootstrap, "bench-raw", args.events)
+        raw_callbacks = baseline(bootstrap, "bench-raw-cb", args.events, callbacks=True)
         run = subprocess.run(
             [
                 sys.executable,
@@ -133,6 +137,8 @@ def main() -> int:
         "events": args.events,
         "baseline": "raw confluent-kafka, pre-serialized, idempotent, acks=all",
         "baseline_msgs_per_s": round(raw),
+        "baseline_with_callbacks_msgs_per_s": round(raw_callbacks),
+        "ratio_events_to_baseline_with_callbacks": round(events_per_s / raw_callbacks, 3),
         "fraudctl_events_per_s": round(events_per_s),
         "fraudctl_msgs_per_s": round(messages_per_s),
         "ratio_events_to_baseline": round(events_per_s / raw, 3),

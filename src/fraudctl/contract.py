@@ -47,12 +47,19 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
+_UTC_TIMESTAMP = re.compile(UTC_TIMESTAMP_PATTERN)
 ISO_UTC_HINT = "must be ISO-8601 UTC like 2026-01-31T12:00:00Z (with 'Z' or '+00:00')"
 
 
 def parse_utc_timestamp(value: object) -> datetime:
     """Parse an ISO-8601 UTC timestamp (``Z`` or ``+00:00``); refuse anything else,
     saying whether the zone is missing, not UTC, or the text is not ISO-8601 at all."""
+    if isinstance(value, str) and _UTC_TIMESTAMP.fullmatch(value) is not None:
+        # The pattern guarantees the UTC suffix, so only the calendar can still be wrong.
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(ISO_UTC_HINT) from None
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, str):
@@ -66,21 +73,11 @@ def parse_utc_timestamp(value: object) -> datetime:
         raise ValueError("has no time zone; add 'Z' for UTC")
     if moment.utcoffset() != timedelta(0):
         raise ValueError("is not UTC; convert it and use 'Z' or '+00:00'")
-    # fromisoformat also takes forms the JSON Schema pattern does not (a space for 'T',
-    # the basic format without dashes); the pattern is the contract.
-    if isinstance(value, str) and not _matches(UTC_TIMESTAMP_PATTERN, value):
+    if isinstance(value, str):
+        # fromisoformat also takes forms the pattern does not (a space for 'T', the basic
+        # format without dashes); the pattern is the contract.
         raise ValueError(ISO_UTC_HINT)
     return moment.astimezone(UTC)
-
-
-def _matches(pattern: str, value: str) -> bool:
-    compiled = _COMPILED.get(pattern)
-    if compiled is None:
-        compiled = _COMPILED[pattern] = re.compile(pattern)
-    return compiled.fullmatch(value) is not None
-
-
-_COMPILED: dict[str, re.Pattern[str]] = {}
 
 
 def format_utc_timestamp(moment: datetime) -> str:

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+import numpy as np
+
 from fraudctl.contract import COUNTRIES, DEVICES, MAX_AMOUNT
 from fraudctl.errors import UsageError
 
@@ -41,6 +43,7 @@ BIG_SPEND_RATE = 0.02  # ordinary events at 6-25x the user's usual amount
 TAKEOVER_SHARE = 0.6  # of fraud patterns; the rest is card testing
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 WARM_UP_S = 800.0  # longer than the longest fraud pattern
+DRAW_BLOCK = 1024  # slots drawn at once
 _PAIRS = [a + b for a in CROCKFORD for b in CROCKFORD]  # every 10-bit value, 2 chars
 
 
@@ -210,6 +213,14 @@ class TransactionGenerator:
             self._random = self.rng.random
             self._gauss = self.rng.gauss
             self._getrandbits = self.rng.getrandbits
+        self._np = np.random.default_rng([options.seed, index, count])
+        self._np_cum = np.asarray(self._cum_weights)
+        self._np_shard = np.asarray(self._shard_users, dtype=np.int64)
+        self._np_home = np.array([COUNTRIES.index(u.home) for u in self.users], dtype=np.int64)
+        self._np_device = np.array([DEVICES.index(u.device) for u in self.users], dtype=np.int64)
+        self._np_spend = np.array([u.spend for u in self.users])
+        self._buffer: list[Event] = []
+        self._taken = 0
         self._warm_start(rate)
 
     def _warm_start(self, rate: float) -> None:
@@ -279,46 +290,103 @@ class TransactionGenerator:
 
     def next(self) -> Event:
         """The event of the next grid slot."""
-        ts = self.start + self.index * self.interval
-        self.index += 1
-        rand = self._random
-        if (self._pending and self._pending[0][0] <= ts) or rand() < self._pattern_start:
-            step = (
-                heapq.heappop(self._pending)[2]
-                if self._pending and self._pending[0][0] <= ts
-                else self._start_pattern(ts)
-            )
-            user, amount, country, device = step.user, step.amount, step.country, step.device
-            pattern = step.pattern
-        else:
-            user = self._shard_users[bisect.bisect(self._cum_weights, rand() * self._total_weight)]
-            profile = self.users[user]
-            country = profile.home if rand() >= TRAVEL_RATE else self._foreign(profile.home)
-            device = profile.device
-            if rand() < OTHER_DEVICE_RATE:
-                device = self._other_device(device)
-            amount = profile.spend * math.exp(self._gauss(0.0, 0.6))
-            if rand() < BIG_SPEND_RATE:
-                amount *= self.rng.uniform(6, 25)
-            pattern = "normal"
-        drift = self.options.drift
-        if drift.amount != 1.0:
-            amount *= drift.amount
-        if drift.country is not None and rand() < drift.country[1]:
-            country = drift.country[0]
-        if drift.device is not None and rand() < drift.device[1]:
-            device = drift.device[0]
-        return Event(
-            ulid_from(int(ts * 1000), self._getrandbits(80)),
-            self._user_ids[user],
-            round(min(amount, MAX_AMOUNT), 2),
-            country,
-            device,
-            ts,
-            0 if pattern == "normal" else 1,
-            pattern,
-            format_ts(ts),
+        return self.batch(1)[0]
+
+    def batch(self, n: int) -> list[Event]:
+        """The events of the next ``n`` grid slots.
+
+        Slots are drawn in fixed blocks, so the events never depend on how a caller
+        slices the stream (a paced run asks for whatever is due at each tick)."""
+        out: list[Event] = []
+        while n > 0:
+            if self._taken == len(self._buffer):
+                self._buffer, self._taken = self._draw(DRAW_BLOCK), 0
+            take = min(n, len(self._buffer) - self._taken)
+            out += self._buffer[self._taken : self._taken + take]
+            self._taken += take
+            n -= take
+        return out
+
+    def _draw(self, n: int) -> list[Event]:
+        """Ordinary traffic is drawn for all ``n`` slots at once; then, slot by slot, a due
+        step of a running fraud pattern, or a newly starting pattern, takes a slot over."""
+        gen, drift = self._np, self.options.drift
+        first = self.index
+        self.index += n
+        ts = self.start + (first + np.arange(n)) * self.interval
+        picked = np.searchsorted(self._np_cum, gen.random(n) * self._total_weight, side="right")
+        users = self._np_shard[np.minimum(picked, len(self._np_shard) - 1)]
+        home = self._np_home[users]
+        country = np.where(
+            gen.random(n) < TRAVEL_RATE, (home + gen.integers(1, len(COUNTRIES), n)) % 7, home
         )
+        usual = self._np_device[users]
+        device = np.where(
+            gen.random(n) < OTHER_DEVICE_RATE, (usual + gen.integers(1, 3, n)) % 3, usual
+        )
+        amount = self._np_spend[users] * np.exp(gen.normal(0.0, 0.6, n))
+        amount = np.where(gen.random(n) < BIG_SPEND_RATE, amount * gen.uniform(6, 25, n), amount)
+        pattern_draw = gen.random(n)
+        randomness = gen.integers(0, 1 << 40, (n, 2), dtype=np.int64)
+
+        users_l, country_l, device_l = users.tolist(), country.tolist(), device.tolist()
+        amount_l, ts_l = amount.tolist(), ts.tolist()
+        labels = [0] * n
+        patterns = ["normal"] * n
+        pending, q = self._pending, self._pattern_start
+        for i in range(n):
+            slot_ts = ts_l[i]
+            if pending and pending[0][0] <= slot_ts:
+                step = heapq.heappop(pending)[2]
+            elif pattern_draw[i] < q:
+                step = self._start_pattern(slot_ts)
+            else:
+                continue
+            users_l[i], amount_l[i] = step.user, step.amount
+            country_l[i] = COUNTRIES.index(step.country)
+            device_l[i] = DEVICES.index(step.device)
+            labels[i], patterns[i] = 1, step.pattern
+
+        amounts = np.minimum(np.asarray(amount_l) * drift.amount, MAX_AMOUNT)
+        countries = np.asarray(country_l)
+        devices = np.asarray(device_l)
+        if drift.country is not None:
+            target = COUNTRIES.index(drift.country[0])
+            countries = np.where(gen.random(n) < drift.country[1], target, countries)
+        if drift.device is not None:
+            target = DEVICES.index(drift.device[0])
+            devices = np.where(gen.random(n) < drift.device[1], target, devices)
+        ids = _ulids((ts * 1000).astype(np.int64), randomness)
+        texts = _timestamps(ts)
+        user_ids = self._user_ids
+        return [
+            Event(event_id, user_ids[u], a, COUNTRIES[c], DEVICES[d], t, label, pattern, text)
+            for event_id, u, a, c, d, t, label, pattern, text in zip(
+                ids, users_l, np.round(amounts, 2).tolist(), countries.tolist(),
+                devices.tolist(), ts_l, labels, patterns, texts, strict=True,
+            )
+        ]  # fmt: skip
+
+
+_CROCKFORD_BYTES = np.frombuffer(b"0123456789ABCDEFGHJKMNPQRSTVWXYZ", dtype=np.uint8)
+_SHIFTS_10 = np.arange(45, -1, -5, dtype=np.int64)  # 10 chars of a 50-bit field
+_SHIFTS_8 = np.arange(35, -1, -5, dtype=np.int64)  # 8 chars of a 40-bit field
+
+
+def _ulids(ms: np.ndarray, randomness: np.ndarray) -> list[str]:
+    """ULIDs for many timestamps at once: 10 chars of time, 16 of randomness."""
+    n = len(ms)
+    chars = np.empty((n, 26), dtype=np.uint8)
+    chars[:, :10] = _CROCKFORD_BYTES[(ms[:, None] >> _SHIFTS_10) & 31]
+    chars[:, 10:18] = _CROCKFORD_BYTES[(randomness[:, :1] >> _SHIFTS_8) & 31]
+    chars[:, 18:] = _CROCKFORD_BYTES[(randomness[:, 1:] >> _SHIFTS_8) & 31]
+    raw = chars.tobytes()
+    return [raw[i : i + 26].decode() for i in range(0, 26 * n, 26)]
+
+
+def _timestamps(ts: np.ndarray) -> list[str]:
+    micros = np.round(ts * 1_000_000).astype("datetime64[us]")
+    return [text + "Z" for text in np.datetime_as_string(micros, unit="us").tolist()]
 
 
 def _accumulate(values: list[float]) -> list[float]:
@@ -357,9 +425,10 @@ def transaction_json(event: Event) -> bytes:
 
 
 def label_json(event: Event, label_ts: float) -> bytes:
+    label_text = event.event_ts_text if label_ts == event.event_ts else format_ts(label_ts)
     return (
         f'{{"event_id":"{event.event_id}","label":{event.label},'
-        f'"event_ts":"{event.event_ts_text}","label_ts":"{format_ts(label_ts)}"}}'
+        f'"event_ts":"{event.event_ts_text}","label_ts":"{label_text}"}}'
     ).encode()
 
 

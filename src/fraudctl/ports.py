@@ -53,6 +53,9 @@ class BusProducer(Protocol):
     ) -> None:
         """Hand one message over; delivery is confirmed later through ``stats``."""
 
+    def publish_batch(self, topic: str, messages: list[tuple[bytes, bytes | None]]) -> None:
+        """Hand over many (value, key) messages at once: the hot path of a producer."""
+
     def poll(self) -> None:
         """Serve delivery reports without blocking."""
 

@@ -272,6 +272,10 @@ class FileLogProducer:
         if self._buffered >= FLUSH_RECORDS:
             self._write()
 
+    def publish_batch(self, topic: str, messages: list[tuple[bytes, bytes | None]]) -> None:
+        for value, key in messages:
+            self.publish(topic, value, key)
+
     def poll(self) -> None:
         if self._buffered and time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
             self._write()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 from fraudctl.errors import BackendUnavailable
 from fraudctl.ports import DeliveryStats, Record, TopicPartition
@@ -117,14 +117,21 @@ class KafkaProducer:
         key: bytes | None = None,
         headers: dict[str, bytes] | None = None,
     ) -> None:
-        wide: dict[str, str | bytes | None] | None = (
-            {name: raw for name, raw in headers.items()} if headers else None
-        )
+        wide = cast("dict[str, str | bytes | None] | None", headers)  # bytes values only
         try:
             self._produce(topic, value, key, headers=wide)
         except BufferError:
             self._produce_when_room(topic, value, key, wide)
         self._published[topic] += 1
+
+    def publish_batch(self, topic: str, messages: list[tuple[bytes, bytes | None]]) -> None:
+        produce = self._produce
+        for value, key in messages:
+            try:
+                produce(topic, value, key)
+            except BufferError:
+                self._produce_when_room(topic, value, key, None)
+        self._published[topic] += len(messages)
 
     def _produce_when_room(
         self,

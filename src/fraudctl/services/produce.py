@@ -128,19 +128,19 @@ class _Run:
 
     def emit(self, n: int) -> None:
         """Generate, validate and hand over ``n`` events (the hot loop: locals only)."""
-        summary, plan, publish = self.summary, self.plan, self.producer.publish
+        summary, plan, publish_batch = self.summary, self.plan, self.producer.publish_batch
         validate, context = Transaction.model_validate_json, self.context
         context["now"] = datetime.fromtimestamp(self.clock.wall(), UTC)  # once per batch
         topic, invalid_rate = plan.topic_transactions, plan.invalid_rate
-        next_event, owe_label = self.generator.next, self.pending_labels.append
-        published = fraud = 0
-        for _ in range(n):
-            event = next_event()
+        owe_label = self.pending_labels.append
+        outgoing: list[tuple[bytes, bytes | None]] = []
+        send = outgoing.append
+        fraud = 0
+        for event in self.generator.batch(n):
             key = event.user_id.encode()
             if invalid_rate and self.invalid_rng.random() < invalid_rate:
                 raw, kind = invalid_json(event, self.invalid_rng, self.clock.wall())
-                publish(topic, raw, key)
-                published += 1
+                send((raw, key))
                 summary.invalid_injected += 1
                 summary.invalid_by_kind[kind] = summary.invalid_by_kind.get(kind, 0) + 1
                 continue
@@ -150,24 +150,23 @@ class _Run:
             except ValueError:
                 summary.rejected_by_contract += 1
                 continue
-            publish(topic, raw, key)
-            published += 1
+            send((raw, key))
             fraud += event.label
             owe_label(event)
+        publish_batch(topic, outgoing)
         summary.generated += n
-        summary.published += published
+        summary.published += len(outgoing)
         summary.fraud_events += fraud
 
     def publish_due_labels(self, now_wall: float) -> None:
         pending, delay = self.pending_labels, self.plan.label_delay
+        due: list[tuple[bytes, bytes | None]] = []
         while pending and pending[0].event_ts + delay <= now_wall:
             event = pending.popleft()
-            self.producer.publish(
-                self.plan.topic_labels,
-                label_json(event, event.event_ts + delay),
-                event.user_id.encode(),
-            )
-            self.summary.labels_published += 1
+            due.append((label_json(event, event.event_ts + delay), event.user_id.encode()))
+        if due:
+            self.producer.publish_batch(self.plan.topic_labels, due)
+            self.summary.labels_published += len(due)
 
     def stop_reason(self, emitted: int, elapsed: float) -> str | None:
         if self.should_stop():

@@ -18,6 +18,11 @@ from fraudctl.cli.main import main
 from fraudctl.stack.native import port_is_free, ports_of
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that stop the shared stack run after every other test."""
+    items.sort(key=lambda item: item.get_closest_marker("stops_stack") is not None)
+
+
 def free_port(name: str, taken: set[int]) -> int:
     rng = random.Random()
     for _ in range(500):

@@ -1,7 +1,7 @@
 """The native stack end to end: up → doctor green → real work on each service →
 doctor red with the broker stopped → down leaves nothing behind.
 
-Tests run in file order; the last one stops the stack."""
+The test marked ``stops_stack`` runs after all others (see conftest)."""
 
 from __future__ import annotations
 
@@ -183,6 +183,7 @@ def test_doctor_reports_a_stopped_broker_and_exits_3(stack: dict[str, str], cli:
     assert all(c["ok"] for part, c in checks.items() if part != "event bus")
 
 
+@pytest.mark.stops_stack
 def test_stack_down_leaves_no_started_process_alive(stack: dict[str, str], cli: RunCli) -> None:
     recorded = StackState.load(settings()).services
     groups = {name: os.getpgid(r.pid) for name, r in recorded.items()}

@@ -73,16 +73,14 @@ def test_rate_is_held_within_one_percent(
     bus.ensure_topics([topics["tx"], topics["labels"]], 3)
     producer = bus.producer(delivery_timeout_s=30)
     stamps: list[float] = []
-    publish = producer.publish
+    publish_batch = producer.publish_batch
 
-    def timed_publish(
-        topic: str, value: bytes, key: bytes | None = None, headers: dict[str, bytes] | None = None
-    ) -> None:
+    def timed_publish(topic: str, messages: list[tuple[bytes, bytes | None]]) -> None:
         if topic == topics["tx"]:
-            stamps.append(time.monotonic())
-        publish(topic, value, key, headers)
+            stamps.extend([time.monotonic()] * len(messages))
+        publish_batch(topic, messages)
 
-    producer.publish = timed_publish  # type: ignore[method-assign]
+    producer.publish_batch = timed_publish  # type: ignore[method-assign]
     plan = ProducePlan(
         rate=rate,
         count=None,

@@ -42,6 +42,7 @@ def baseline(bootstrap: str, topic: str, n: int, *, callbacks: bool = False) -> 
     raw loop); ``callbacks=True`` calls a Python delivery callback per message."""
     from confluent_kafka import Producer
 
+    from fraudctl.adapters.kafka_bus import PRODUCER_TUNING
     from fraudctl.generator import GeneratorOptions, TransactionGenerator, transaction_json
 
     generator = TransactionGenerator(GeneratorOptions(seed=99), time.time() - n / 100, 100)
@@ -52,30 +53,41 @@ def baseline(bootstrap: str, topic: str, n: int, *, callbacks: bool = False) -> 
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "batch.num.messages": 10000,
-            "queue.buffering.max.messages": 1_000_000,
-            "queue.buffering.max.kbytes": 1_048_576,
-            "delivery.report.only.error": True,
+            **PRODUCER_TUNING,  # the same tuning fraudctl's producer uses
+            "delivery.report.only.error": not callbacks,
         }
     )
-    produce = producer.produce
+    acked = [0]
+
+    def on_delivery(error: object, _message: object) -> None:
+        acked[0] += error is None
+
     count = len(payloads)
     started = time.perf_counter()
-    for i in range(n):
-        value, key = payloads[i % count]
-        try:
-            produce(topic, value, key)
-        except BufferError:
-            producer.poll(0.05)
-            produce(topic, value, key)
-        if i % 10_000 == 0:
-            producer.poll(0)
+    if callbacks:
+        for i in range(n):
+            value, key = payloads[i % count]
+            try:
+                producer.produce(topic, value, key, on_delivery=on_delivery)
+            except BufferError:
+                producer.poll(0.05)
+                producer.produce(topic, value, key, on_delivery=on_delivery)
+            if i % 10_000 == 0:
+                producer.poll(0)
+    else:
+        produce = producer.produce
+        for i in range(n):
+            value, key = payloads[i % count]
+            try:
+                produce(topic, value, key)
+            except BufferError:
+                producer.poll(0.05)
+                produce(topic, value, key)
+            if i % 10_000 == 0:
+                producer.poll(0)
     remaining = producer.flush(120)
     elapsed = time.perf_counter() - started
-    if remaining:
+    if remaining or (callbacks and acked[0] != n):
         raise RuntimeError(f"baseline: {remaining} messages not acknowledged")
     return n / elapsed
 

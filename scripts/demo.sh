@@ -8,11 +8,16 @@ HOME_DIR=${DEMO_HOME:-.fraudctl/demo}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "1/4 embedded default profile: every backend is local"
+step "1/6 embedded default profile: every backend is local"
 $F --home "$HOME_DIR" doctor
 
-step "2/4 the data contract: JSON Schema (first lines) and validation"
-$F schema | head -n 12
+step "2/6 a synthetic stream with delayed labels on the embedded bus"
+$F --home "$HOME_DIR" produce --count 20000 --rate 0 --label-delay 0 --seed 1
+$F --home "$HOME_DIR" produce --duration 3 --rate 500 --label-delay 1 --invalid-rate 0.01
+
+step "3/6 the data contract: JSON Schema (first lines) and validation"
+$F schema > "$HOME_DIR/transaction.schema.json"
+head -n 12 "$HOME_DIR/transaction.schema.json"
 $F validate examples/transactions.jsonl
 set +e
 $F validate examples/bad-transactions.jsonl
@@ -21,10 +26,13 @@ set -e
 if [ "$rc" -ne 4 ]; then echo "expected exit 4 for invalid records, got $rc" >&2; exit 1; fi
 echo "(exit 4: a check said no — as expected for the bad file)"
 
-step "3/4 real services without Docker: broker, S3, Redis, MLflow"
+step "4/6 real services without Docker: broker, S3, Redis, MLflow"
 trap '$F --profile stack --home "$HOME_DIR" stack down --native >/dev/null || true' EXIT
 $F --profile stack --home "$HOME_DIR" stack up --native
 
-step "4/4 doctor against the stack profile"
+step "5/6 doctor against the stack profile"
 $F --profile stack --home "$HOME_DIR" doctor
 $F --profile stack --home "$HOME_DIR" config show
+
+step "6/6 the same stream into the real broker"
+$F --profile stack --home "$HOME_DIR" produce --count 20000 --rate 0 --label-delay 0 --seed 1

@@ -87,7 +87,8 @@ class EventBus(Protocol):
 
     address: str
 
-    def ensure_topics(self, topics: list[str], partitions: int) -> None: ...
+    def ensure_topics(self, topics: list[str], partitions: int) -> list[str]:
+        """Create the missing topics; return the ones created."""
 
     def producer(self, *, delivery_timeout_s: float) -> BusProducer: ...
 

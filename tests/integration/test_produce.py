@@ -173,3 +173,44 @@ def test_unreachable_broker_exits_3_naming_the_address(
     result = cli("produce", "--count", "10", "--json")
     assert result.code == 3
     assert "127.0.0.1:9" in result.json()["error"]["message"]
+
+
+def test_broker_gone_past_the_delivery_timeout_is_reported_exactly(
+    stack: dict[str, str], topics: dict[str, str], tmp_path: Path
+) -> None:
+    broker = StackState.load(load_settings().settings).services["kafka"]
+    out = tmp_path / "summary.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fraudctl",
+            "produce",
+            "--count",
+            "4000",
+            "--rate",
+            "1000",
+            "--label-delay",
+            "0",
+            "--delivery-timeout",
+            "2",
+            "--json",
+        ],
+        stdout=out.open("w"),
+        stderr=subprocess.PIPE,
+        env=os.environ.copy(),
+    )
+    time.sleep(1.5)
+    os.kill(broker.pid, signal.SIGSTOP)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        os.kill(broker.pid, signal.SIGCONT)
+    summary = json.loads(out.read_text())
+    assert proc.returncode == 3, err
+    assert summary["not_acknowledged"] > 0
+    assert summary["published"] == 4000
+    assert summary["acknowledged"] + summary["not_acknowledged"] >= 4000 - summary["failed"]
+    assert b"not acknowledged" in err
+    transactions = read_topic(stack["FRAUDCTL_KAFKA_BOOTSTRAP"], topics["tx"])
+    assert len(transactions) >= summary["acknowledged"]  # nothing acknowledged was lost

@@ -28,6 +28,16 @@ NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
+VALID: dict[str, Any] = {
+    "event_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+    "user_id": "user-1",
+    "transaction_amount": 10.0,
+    "country": "US",
+    "device": "web",
+    "event_ts": "2026-01-01T00:00:00Z",
+}
+
+
 def clock() -> datetime:
     return NOW
 
@@ -123,29 +133,14 @@ def test_every_single_field_mutation_fails_naming_that_field(
     "field", ["event_id", "user_id", "transaction_amount", "country", "device", "event_ts"]
 )
 def test_missing_required_field_is_named(field: str) -> None:
-    record = {
-        "event_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV",
-        "user_id": "user-1",
-        "transaction_amount": 10.0,
-        "country": "US",
-        "device": "web",
-        "event_ts": "2026-01-01T00:00:00Z",
-    }
+    record = dict(VALID)
     del record[field]
     verdict = validate_record(record, clock=clock)
     assert [(v.field, v.reason) for v in verdict.violations] == [(field, "is required")]
 
 
 def test_unknown_field_and_non_object_are_refused() -> None:
-    record = {
-        "event_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV",
-        "user_id": "user-1",
-        "transaction_amount": 10.0,
-        "country": "US",
-        "device": "web",
-        "event_ts": "2026-01-01T00:00:00Z",
-        "merchant": "x",
-    }
+    record = VALID | {"merchant": "x"}
     assert validate_record(record, clock=clock).violations[0].field == "merchant"
     assert validate_record([1, 2], clock=clock).violations[0].field == "(record)"
     assert "not JSON" in validate_bytes(b"{oops", clock=clock).violations[0].reason
@@ -162,14 +157,7 @@ def test_timestamps_accept_z_and_utc_offset_and_the_clock_is_injectable() -> Non
     for text in ("yesterday", "2026-01-01 00:00:00Z", "20260101T000000Z", "2026-02-30T00:00Z"):
         with pytest.raises(ValueError, match="ISO-8601 UTC"):
             parse_utc_timestamp(text)
-    record = {
-        "event_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV",
-        "user_id": "user-1",
-        "transaction_amount": 1,
-        "country": "US",
-        "device": "web",
-        "event_ts": fmt(NOW + timedelta(seconds=59)),
-    }
+    record = VALID | {"transaction_amount": 1, "event_ts": fmt(NOW + timedelta(seconds=59))}
     assert validate_record(record, clock=clock).ok
     later = validate_record(record, clock=lambda: NOW - timedelta(seconds=2))
     assert later.violations[0].field == "event_ts"

@@ -17,4 +17,5 @@ def open_bus(settings: Settings) -> EventBus:
 
 
 def stream_topics(settings: Settings) -> list[str]:
+    """The topics of the platform: transactions, labels, and the dead letters."""
     return [settings.topic_transactions, settings.topic_labels, settings.topic_dlq]

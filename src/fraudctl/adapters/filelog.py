@@ -174,17 +174,20 @@ class FileLogBus:
         partitions: int = json.loads(meta.read_text())["partitions"]
         return partitions
 
-    def ensure_topics(self, topics: list[str], partitions: int) -> None:
+    def ensure_topics(self, topics: list[str], partitions: int) -> list[str]:
+        created = []
         for topic in topics:
             directory = self.root / topic
             meta = directory / "meta.json"
             if meta.is_file():
                 continue
+            created.append(topic)
             for p in range(partitions):
                 (directory / str(p)).mkdir(parents=True, exist_ok=True)
             tmp = directory / "meta.json.tmp"
             tmp.write_text(json.dumps({"partitions": partitions}))
             tmp.replace(meta)
+        return created
 
     def producer(self, *, delivery_timeout_s: float) -> FileLogProducer:
         return FileLogProducer(self)

@@ -12,43 +12,64 @@ from fraudctl.ports import DeliveryStats, Record, TopicPartition
 # Group membership against small brokers: librdkafka derives the JoinGroup rebalance
 # timeout from max.poll.interval.ms (5 min by default), which some brokers hold in full.
 CONSUMER_TIMEOUTS = {"session.timeout.ms": 6000, "max.poll.interval.ms": 30000}
+ADMIN_TIMEOUT_S = 3.0
+# Producer settings shared with bench/produce.py's raw baseline, so the comparison is fair.
+PRODUCER_TUNING = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 5,
+    "batch.num.messages": 10000,
+    "queue.buffering.max.messages": 1_000_000,
+    "queue.buffering.max.kbytes": 1_048_576,
+}
 
 
 class KafkaBus:
     def __init__(self, bootstrap: str) -> None:
         self.address = bootstrap
 
-    def ensure_topics(self, topics: list[str], partitions: int) -> None:
-        from confluent_kafka import KafkaException
-        from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+    def _admin(self) -> Any:
+        from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient(
+        # log_level 0: a failure is reported once by us, not as a stream of librdkafka lines.
+        return AdminClient(
             {"bootstrap.servers": self.address, "socket.timeout.ms": 3000, "log_level": 0}
         )
+
+    def topics(self) -> set[str]:
+        from confluent_kafka import KafkaException
+
         try:
-            existing = set(admin.list_topics(timeout=5).topics)
+            return set(self._admin().list_topics(timeout=ADMIN_TIMEOUT_S).topics)
         except KafkaException as exc:
-            raise self._unavailable(exc) from exc
-        missing = [t for t in topics if t not in existing]
+            error = exc.args[0] if exc.args else exc
+            why = error.str() if hasattr(error, "str") else str(error)
+            raise BackendUnavailable(
+                f"Kafka-API broker at {self.address} is unreachable ({why})",
+                hint="is the stack up? `fraudctl stack up --native` (or `make services`)",
+            ) from exc
+
+    def ensure_topics(self, topics: list[str], partitions: int) -> list[str]:
+        """Create the missing topics; return the ones created."""
+        from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+
+        missing = [t for t in topics if t not in self.topics()]
         if not missing:
-            return
-        futures = admin.create_topics([NewTopic(t, partitions, 1) for t in missing])
+            return []
+        admin = self._admin()  # keep a reference: its futures die with it
+        futures = admin.create_topics(
+            [NewTopic(t, partitions, 1) for t in missing], operation_timeout=ADMIN_TIMEOUT_S
+        )
         for topic, future in futures.items():
             try:
                 future.result()
-            except KafkaException as exc:
+            except Exception as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise BackendUnavailable(
-                        f"could not create topic {topic!r} on {self.address}: {exc}"
+                        f"could not create topic {topic!r} on {self.address}: {exc}",
+                        hint="check the broker's log and permissions",
                     ) from exc
-
-    def _unavailable(self, exc: Exception) -> BackendUnavailable:
-        error = exc.args[0] if exc.args else exc
-        why = error.str() if hasattr(error, "str") else str(error)
-        return BackendUnavailable(
-            f"Kafka-API broker at {self.address} is unreachable ({why})",
-            hint="is the stack up? `fraudctl stack up --native` (or `make services`)",
-        )
+        return missing
 
     def producer(self, *, delivery_timeout_s: float) -> KafkaProducer:
         return KafkaProducer(self.address, delivery_timeout_s)
@@ -78,12 +99,7 @@ class KafkaProducer:
         self._producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "batch.num.messages": 10000,
-                "queue.buffering.max.messages": 1_000_000,
-                "queue.buffering.max.kbytes": 1_048_576,
+                **PRODUCER_TUNING,
                 "message.timeout.ms": int(delivery_timeout_s * 1000),
                 "delivery.report.only.error": True,
                 "on_delivery": self._on_failure,

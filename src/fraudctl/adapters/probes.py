@@ -14,14 +14,17 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from fraudctl.adapters.bus import stream_topics
 from fraudctl.config import Settings, mask_url
 from fraudctl.errors import BackendUnavailable, FraudctlError
 
+if TYPE_CHECKING:
+    from fraudctl.adapters.kafka_bus import KafkaBus
+
 STACK_HINT = "is the stack up? `fraudctl stack up --native` (or `make services`)"
-KAFKA_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -40,56 +43,15 @@ class CheckResult:
 # -- Kafka API ------------------------------------------------------------------------
 
 
-def kafka_admin(settings: Settings) -> Any:
-    from confluent_kafka.admin import AdminClient
+def kafka_bus(settings: Settings) -> KafkaBus:
+    from fraudctl.adapters.kafka_bus import KafkaBus
 
-    # log_level 0: a failed probe is reported once by us, not as a stream of librdkafka lines.
-    return AdminClient(
-        {"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 3000, "log_level": 0}
-    )
-
-
-def kafka_topics(settings: Settings) -> set[str]:
-    from confluent_kafka import KafkaException
-
-    try:
-        metadata = kafka_admin(settings).list_topics(timeout=KAFKA_TIMEOUT_S)
-    except KafkaException as exc:
-        error = exc.args[0]
-        why = error.str() if hasattr(error, "str") else str(error)
-        raise BackendUnavailable(
-            f"Kafka-API broker at {settings.kafka_bootstrap} did not answer ({why})",
-            hint=STACK_HINT,
-        ) from exc
-    return set(metadata.topics)
-
-
-def required_topics(settings: Settings) -> list[str]:
-    return [settings.topic_transactions, settings.topic_labels, settings.topic_dlq]
+    return KafkaBus(settings.kafka_bootstrap)
 
 
 def ensure_topics(settings: Settings) -> list[str]:
     """Create the missing topics; return the ones created."""
-    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
-
-    missing = [t for t in required_topics(settings) if t not in kafka_topics(settings)]
-    if not missing:
-        return []
-    admin = kafka_admin(settings)  # keep a reference: its futures die with it
-    futures = admin.create_topics(
-        [NewTopic(t, settings.topic_partitions, 1) for t in missing],
-        operation_timeout=KAFKA_TIMEOUT_S,
-    )
-    for topic, future in futures.items():
-        try:
-            future.result()
-        except Exception as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise BackendUnavailable(
-                    f"could not create topic {topic!r} on {settings.kafka_bootstrap}: {exc}",
-                    hint="check the broker's log and permissions",
-                ) from exc
-    return missing
+    return kafka_bus(settings).ensure_topics(stream_topics(settings), settings.topic_partitions)
 
 
 # -- S3 API ---------------------------------------------------------------------------
@@ -251,13 +213,14 @@ def check_all(settings: Settings) -> list[CheckResult]:
     if settings.bus == "kafka":
 
         def kafka() -> str:
-            missing = [t for t in required_topics(settings) if t not in kafka_topics(settings)]
+            existing = kafka_bus(settings).topics()
+            missing = [t for t in stream_topics(settings) if t not in existing]
             if missing:
                 raise BackendUnavailable(
                     f"topics missing: {', '.join(missing)}",
                     hint="`fraudctl stack up --native` creates them",
                 )
-            return "connected; topics " + ", ".join(required_topics(settings))
+            return "connected; topics " + ", ".join(stream_topics(settings))
 
         results.append(_check("event bus", "kafka", settings.kafka_bootstrap, kafka))
     else:

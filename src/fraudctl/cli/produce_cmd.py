@@ -163,23 +163,10 @@ def produce(
 
 
 def _summary_rows(result: dict[str, object]) -> dict[str, object]:
-    keys = (
-        "generated",
-        "published",
-        "acknowledged",
-        "failed",
-        "not_acknowledged",
-        "labels_published",
-        "labels_pending",
-        "invalid_injected",
-        "fraud_events",
-        "elapsed_s",
-        "events_per_s",
-        "stopped_by",
-        "bus",
-        "address",
-        "drift",
-    )
+    from fraudctl.services.produce import COUNTS
+
+    keys = (*COUNTS, "elapsed_s", "events_per_s", "stopped_by", "workers", "bus", "address",
+            "drift")  # fmt: skip
     rows = {}
     for key in keys:
         value = result[key]

@@ -346,22 +346,25 @@ def _worker(
         reports.put((index, "error", f"worker {index}: {exc}"))
 
 
+COUNTS = (
+    "generated",
+    "published",
+    "acknowledged",
+    "failed",
+    "not_acknowledged",
+    "labels_published",
+    "labels_acknowledged",
+    "labels_pending",
+    "invalid_injected",
+    "rejected_by_contract",
+    "fraud_events",
+)
+
+
 def merge_summaries(parts: list[ProduceSummary]) -> ProduceSummary:
     merged = ProduceSummary()
     for part in parts:
-        for name in (
-            "generated",
-            "published",
-            "acknowledged",
-            "failed",
-            "not_acknowledged",
-            "labels_published",
-            "labels_acknowledged",
-            "labels_pending",
-            "invalid_injected",
-            "rejected_by_contract",
-            "fraud_events",
-        ):
+        for name in COUNTS:
             setattr(merged, name, getattr(merged, name) + getattr(part, name))
         for name in ("invalid_by_kind", "failures"):
             target = getattr(merged, name)

@@ -165,7 +165,7 @@ def produce(
 def _summary_rows(result: dict[str, object]) -> dict[str, object]:
     from fraudctl.services.produce import COUNTS
 
-    keys = (*COUNTS, "elapsed_s", "events_per_s", "stopped_by", "workers", "bus", "address",
+    keys = (*COUNTS, "elapsed_s", "producing_s", "events_per_s", "stopped_by", "workers", "bus", "address",
             "drift")  # fmt: skip
     rows = {}
     for key in keys:

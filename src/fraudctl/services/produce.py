@@ -65,8 +65,9 @@ class ProduceSummary:
     invalid_by_kind: dict[str, int] = field(default_factory=dict)
     rejected_by_contract: int = 0
     fraud_events: int = 0
-    elapsed_s: float = 0.0
-    events_per_s: float = 0.0
+    elapsed_s: float = 0.0  # the whole run: producing, waiting for labels, flushing
+    producing_s: float = 0.0  # until the last event was handed over
+    events_per_s: float = 0.0  # published / producing_s
     stopped_by: str = "running"
     failures: dict[str, int] = field(default_factory=dict)
 
@@ -125,6 +126,7 @@ class _Run:
         self.pending_labels: deque[Event] = deque()
         self.context: dict[str, Any] = {}
         self.interrupted = False
+        self.producing_s = 0.0
 
     def emit(self, n: int) -> None:
         """Generate, validate and hand over ``n`` events (the hot loop: locals only)."""
@@ -212,6 +214,7 @@ class _Run:
             if plan.rate > 0 and emitted >= due:
                 next_due = t0 + emitted / plan.rate
                 clock.sleep(min(max(next_due - clock.monotonic(), 0.0), 0.05))
+        self.producing_s = clock.monotonic() - t0
         self.drain_labels(t0)
         summary.labels_pending = len(self.pending_labels)
         self.on_progress(summary, "flushing")
@@ -243,7 +246,10 @@ class _Run:
         summary.failed = stats.failed
         summary.failures = dict(stats.errors)
         summary.elapsed_s = elapsed
-        summary.events_per_s = summary.published / elapsed if elapsed > 0 else 0.0
+        summary.producing_s = self.producing_s or elapsed
+        summary.events_per_s = (
+            summary.published / summary.producing_s if summary.producing_s > 0 else 0.0
+        )
         if message is not None:
             self.on_progress(summary, message)
 
@@ -371,7 +377,8 @@ def merge_summaries(parts: list[ProduceSummary]) -> ProduceSummary:
             for key, value in getattr(part, name).items():
                 target[key] = target.get(key, 0) + value
         merged.elapsed_s = max(merged.elapsed_s, part.elapsed_s)
+        merged.producing_s = max(merged.producing_s, part.producing_s)
     reasons = {part.stopped_by for part in parts}
     merged.stopped_by = "interrupt" if "interrupt" in reasons else sorted(reasons)[0]
-    merged.events_per_s = merged.published / merged.elapsed_s if merged.elapsed_s else 0.0
+    merged.events_per_s = merged.published / merged.producing_s if merged.producing_s else 0.0
     return merged

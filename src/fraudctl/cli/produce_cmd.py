@@ -165,8 +165,8 @@ def produce(
 def _summary_rows(result: dict[str, object]) -> dict[str, object]:
     from fraudctl.services.produce import COUNTS
 
-    keys = (*COUNTS, "elapsed_s", "producing_s", "events_per_s", "stopped_by", "workers", "bus", "address",
-            "drift")  # fmt: skip
+    run = ("elapsed_s", "producing_s", "events_per_s", "stopped_by", "workers")
+    keys = (*COUNTS, *run, "bus", "address", "drift")
     rows = {}
     for key in keys:
         value = result[key]

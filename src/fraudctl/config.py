@@ -72,6 +72,7 @@ class Settings(BaseModel):
     topic_labels: str = Field(description="Topic of delayed true labels.")
     topic_dlq: str = Field(description="Dead-letter topic for records breaking the contract.")
     topic_partitions: int = Field(ge=1, le=1000, description="Partitions of created topics.")
+    consumer_group: str = Field(min_length=1, description="Consumer group of materialize.")
     redis_url: str = Field(description="Redis URL (redis:// or rediss://).")
     redis_password: SecretStr | None = Field(description="Redis password (secret).")
     s3_endpoint: str = Field(description="S3 API endpoint URL.")
@@ -178,6 +179,7 @@ def profile_defaults(profile: Profile, home: Path) -> dict[str, Any]:
         "topic_labels": "labels",
         "topic_dlq": "transactions.dlq",
         "topic_partitions": 6,
+        "consumer_group": "fraudctl-materialize",
         "kafka_bootstrap": f"127.0.0.1:{STACK_PORTS['kafka']}",
         "redis_url": f"redis://127.0.0.1:{STACK_PORTS['redis']}/0",
         "redis_password": None,

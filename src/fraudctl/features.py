@@ -53,12 +53,13 @@ FEATURE_NAMES: tuple[str, ...] = (
 
 
 class Txn(NamedTuple):
-    """What the features need of one event."""
+    """What the features need of one event (its id makes adding it idempotent)."""
 
     ts: float  # event time, seconds since the epoch (UTC)
     amount: float
     country: str
     device: str
+    event_id: str = ""
 
 
 def compute_features(history: Sequence[Txn], event: Txn) -> dict[str, float]:
@@ -119,13 +120,22 @@ class UserWindow(Sequence[Txn]):
     def newest(self) -> float | None:
         return self.times[-1] if self.times else None
 
-    def add(self, txn: Txn) -> None:
+    def add(self, txn: Txn) -> bool:
         """Insert in time order (late events included), then drop what no event that can
-        still arrive on time will need."""
+        still arrive on time will need.  An event already in the window (same id) is not
+        added again: re-delivered data changes nothing.  Returns whether it was added."""
+        if txn.event_id and any(e.event_id == txn.event_id for e in self._same_time(txn.ts)):
+            return False
         index = bisect.bisect_right(self.times, txn.ts)
         self.times.insert(index, txn.ts)
         self.events.insert(index, txn)
         self.prune()
+        return True
+
+    def _same_time(self, ts: float) -> list[Txn]:
+        lo = bisect.bisect_left(self.times, ts)
+        hi = bisect.bisect_right(self.times, ts, lo)
+        return self.events[lo:hi]
 
     def prune(self) -> None:
         if not self.times:
@@ -145,7 +155,12 @@ class UserWindow(Sequence[Txn]):
     def from_json(cls, text: str | None) -> UserWindow:
         if not text:
             return cls()
-        events = [Txn(float(ts), float(a), str(c), str(d)) for ts, a, c, d in json.loads(text)]
+        events = [
+            Txn(float(row[0]), float(row[1]), str(row[2]), str(row[3]), str(row[4]))
+            if len(row) > 4
+            else Txn(float(row[0]), float(row[1]), str(row[2]), str(row[3]))
+            for row in json.loads(text)
+        ]
         return cls(events, [e.ts for e in events])
 
     @classmethod

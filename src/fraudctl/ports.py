@@ -76,6 +76,9 @@ class BusConsumer(Protocol):
 
     def committed(self) -> dict[TopicPartition, int]: ...
 
+    def assigned(self) -> bool:
+        """Whether this member has partitions yet (a group join can take seconds)."""
+
     def end_offsets(self) -> dict[TopicPartition, int]:
         """Per partition, the offset the next published record will get."""
 

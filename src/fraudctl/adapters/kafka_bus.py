@@ -183,7 +183,14 @@ class KafkaProducer:
 
 
 class KafkaConsumer:
-    """Consumer-group member with manual commits (at-least-once)."""
+    """Reads every partition of its topics, from the group's committed offsets, and
+    commits manually (at-least-once).
+
+    Partitions are assigned explicitly rather than through a group join: one process
+    owns a group's partitions, starts without waiting for a rebalance, and is not held
+    up by a broker's slow JoinGroup (see docs/event-bus.md).  Offsets are still stored
+    under the group id, so any Kafka tool sees the group's progress and lag.
+    """
 
     def __init__(self, bootstrap: str, group: str, topics: list[str]) -> None:
         from confluent_kafka import Consumer
@@ -200,7 +207,22 @@ class KafkaConsumer:
         )
         self._topics = topics
         self._bootstrap = bootstrap
-        self._consumer.subscribe(topics)
+        self._assign_from_committed()
+
+    def _assign_from_committed(self) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, KafkaException
+
+        try:
+            committed = self._consumer.committed(self._partitions(), timeout=10)
+        except KafkaException as exc:
+            raise BackendUnavailable(
+                f"Kafka-API broker at {self._bootstrap} did not return committed offsets ({exc})",
+                hint="is the stack up? `fraudctl doctor`",
+            ) from exc
+        for tp in committed:
+            if tp.offset < 0:
+                tp.offset = OFFSET_BEGINNING
+        self._consumer.assign(committed)
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         messages = self._consumer.consume(max_records, timeout_s)
@@ -256,6 +278,9 @@ class KafkaConsumer:
             _low, high = self._consumer.get_watermark_offsets(tp, timeout=5, cached=False)
             ends[(tp.topic, tp.partition)] = high
         return _confirm_ends(self._bootstrap, ends)
+
+    def assigned(self) -> bool:
+        return bool(self._consumer.assignment())  # set in __init__, kept for the port
 
     def close(self) -> None:
         self._consumer.close()

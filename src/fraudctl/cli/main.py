@@ -10,7 +10,14 @@ import typer
 from rich.markup import escape
 
 from fraudctl import __version__
-from fraudctl.cli import config_cmd, contract_cmd, doctor_cmd, produce_cmd, stack_cmd
+from fraudctl.cli import (
+    config_cmd,
+    contract_cmd,
+    doctor_cmd,
+    materialize_cmd,
+    produce_cmd,
+    stack_cmd,
+)
 from fraudctl.cli.common import AppState, err_console, print_json
 from fraudctl.errors import EXIT_CODE_HELP, ExitCode, FraudctlError
 
@@ -74,6 +81,10 @@ app.command("schema")(contract_cmd.schema)
 app.command("validate")(contract_cmd.validate)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("produce")(produce_cmd.produce)
+app.command("materialize")(materialize_cmd.materialize)
+features_app = typer.Typer(help="Inspect features.", no_args_is_help=True)
+features_app.command("get")(materialize_cmd.features_get)
+app.add_typer(features_app, name="features")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,98 @@
+"""Where each event id was first accepted: SQLite (`local`) or Redis (`stack`).
+
+An event is a duplicate when its id was first accepted at a *different* origin
+(topic/partition/offset): a replay or a second copy.  The same message delivered again
+(a rerun of an uncommitted batch) has the same origin, so it is processed again — and
+produces the same writes, which replace the earlier attempt.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+from fraudctl.config import Settings, mask_url
+from fraudctl.errors import BackendUnavailable
+
+RETENTION_S = 7 * 24 * 3600  # replays older than a week are not recognised
+
+
+class DedupeStore(Protocol):
+    def origins(self, event_ids: list[str]) -> dict[str, str]:
+        """The recorded first origin of each id that has one."""
+
+    def record(self, first_origins: Mapping[str, str]) -> None:
+        """Record origins for ids that have none yet (an existing record wins)."""
+
+
+class SqliteDedupe:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS first_seen (event_id TEXT PRIMARY KEY, origin TEXT)"
+        )
+
+    def origins(self, event_ids: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for start in range(0, len(event_ids), 900):  # SQLite's host-parameter limit
+            chunk = event_ids[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT event_id, origin FROM first_seen WHERE event_id IN ({marks})", chunk
+            )
+            found.update(dict(rows.fetchall()))
+        return found
+
+    def record(self, first_origins: Mapping[str, str]) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR IGNORE INTO first_seen (event_id, origin) VALUES (?, ?)",
+                list(first_origins.items()),
+            )
+
+
+class RedisDedupe:
+    def __init__(self, settings: Settings) -> None:
+        from fraudctl.adapters.probes import redis_client
+
+        self._redis = redis_client(settings)
+        self._where = mask_url(settings.redis_url)
+
+    def _unavailable(self, exc: Exception) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"Redis at {self._where} is unavailable ({exc})", hint="`fraudctl doctor`"
+        )
+
+    def origins(self, event_ids: list[str]) -> dict[str, str]:
+        import redis
+
+        if not event_ids:
+            return {}
+        try:
+            values = self._redis.mget([f"fraudctl:seen:{i}" for i in event_ids])
+        except redis.RedisError as exc:
+            raise self._unavailable(exc) from exc
+        return {i: v.decode() for i, v in zip(event_ids, values, strict=True) if v is not None}
+
+    def record(self, first_origins: Mapping[str, str]) -> None:
+        import redis
+
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for event_id, origin in first_origins.items():
+                pipe.set(f"fraudctl:seen:{event_id}", origin, nx=True, ex=RETENTION_S)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise self._unavailable(exc) from exc
+
+
+def open_dedupe(settings: Settings) -> DedupeStore:
+    if settings.online_store == "redis":
+        return RedisDedupe(settings)
+    return SqliteDedupe(settings.state_dir / "dedupe.db")

@@ -1,0 +1,172 @@
+"""The offline store: Parquet snapshots partitioned by event hour, on a local directory
+(`localfs`) or any S3 API (`s3`), through pyarrow's filesystems.
+
+Layout under the root (``$FRAUDCTL_HOME/offline`` or ``s3://BUCKET/offline``)::
+
+    <table>/date=YYYY-MM-DD/hour=HH/p<partition>-<first offset>.parquet
+    _manifests/<topic>/p<partition>-<first offset>.json
+
+A batch read from the bus writes, per source partition, one file per table and event
+hour, named by the partition and the first offset of the batch in it.  Before writing,
+the batch records the files it is about to write in a manifest; a batch that starts at
+the same place again (a rerun after a crash, before its offsets were committed) first
+deletes what the manifest lists, then writes.  So a re-delivered batch replaces its
+earlier, possibly partial, attempt instead of adding to it.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from fraudctl.config import Settings
+from fraudctl.errors import BackendUnavailable
+
+MANIFESTS = "_manifests"
+
+
+def hour_partition(ts: float) -> str:
+    moment = datetime.fromtimestamp(ts, UTC)
+    return f"date={moment:%Y-%m-%d}/hour={moment:%H}"
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    table: str
+    hour: str
+    name: str
+
+    def path(self, root: str) -> str:
+        return posixpath.join(root, self.table, self.hour, self.name)
+
+
+class ParquetStore:
+    def __init__(self, filesystem: Any, root: str, uri: str, describe: str) -> None:
+        self.fs = filesystem
+        self.root = root
+        self.uri = uri  # what other tools (Feast, MLflow lineage) use to find the data
+        self.describe = describe
+
+    def table_uri(self, table: str) -> str:
+        return posixpath.join(self.uri, table)
+
+    def _guard(self, action: str, exc: Exception) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"offline store {self.describe}: {action} failed ({type(exc).__name__}: {exc})",
+            hint="is the S3 server up? `fraudctl doctor`",
+        )
+
+    def replace_batch(
+        self, topic: str, partition: int, first_offset: int, tables: dict[PlannedFile, Any]
+    ) -> list[str]:
+        """Write one batch's files for one source partition, replacing an earlier attempt
+        of the same batch; return the paths written."""
+        manifest = posixpath.join(
+            self.root, MANIFESTS, topic, f"p{partition}-{first_offset:012d}.json"
+        )
+        paths = [planned.path(self.root) for planned in tables]
+        try:
+            for stale in self._read_manifest(manifest):
+                if stale not in paths:
+                    self._delete(stale)
+            self._write_bytes(manifest, json.dumps(paths).encode())
+            for planned, table in tables.items():
+                self._write_table(planned.path(self.root), table)
+        except OSError as exc:
+            raise self._guard("write", exc) from exc
+        return paths
+
+    def write_snapshot(self, table: str, hour: str, name: str, rows: Any) -> str:
+        """Write one file that no rerun needs to replace (a snapshot named by content)."""
+        path = PlannedFile(table, hour, f"{name}.parquet").path(self.root)
+        try:
+            self._write_table(path, rows)
+        except OSError as exc:
+            raise self._guard("write", exc) from exc
+        return path
+
+    def forget_batch(self, topic: str, partition: int, first_offset: int) -> None:
+        """Drop a batch's manifest once its offsets are committed (it can't rerun)."""
+        manifest = posixpath.join(
+            self.root, MANIFESTS, topic, f"p{partition}-{first_offset:012d}.json"
+        )
+        self._delete(manifest)
+
+    def _write_table(self, path: str, table: Any) -> None:
+        """Readers never see a half-written file: an S3 object appears whole; on a local
+        disk the file is written beside its final name and renamed."""
+        import pyarrow.fs as pafs
+        import pyarrow.parquet as pq
+
+        self.fs.create_dir(posixpath.dirname(path), recursive=True)
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            staging = path + ".writing"
+            pq.write_table(table, staging, filesystem=self.fs, compression="zstd")
+            self.fs.move(staging, path)
+        else:
+            pq.write_table(table, path, filesystem=self.fs, compression="zstd")
+
+    def _read_manifest(self, path: str) -> list[str]:
+        import pyarrow.fs as pafs
+
+        info = self.fs.get_file_info(path)
+        if info.type != pafs.FileType.File:
+            return []
+        with self.fs.open_input_stream(path) as handle:
+            listed: list[str] = json.loads(handle.read())
+        return listed
+
+    def _write_bytes(self, path: str, data: bytes) -> None:
+        self.fs.create_dir(posixpath.dirname(path), recursive=True)
+        with self.fs.open_output_stream(path) as handle:
+            handle.write(data)
+
+    def _delete(self, path: str) -> None:
+        import pyarrow.fs as pafs
+
+        if self.fs.get_file_info(path).type == pafs.FileType.File:
+            self.fs.delete_file(path)
+
+    def read(self, table: str, columns: Iterable[str] | None = None) -> Any:
+        """Every row of a table (a pyarrow Table; empty when nothing was written)."""
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+        import pyarrow.fs as pafs
+
+        base = posixpath.join(self.root, table)
+        try:
+            if self.fs.get_file_info(base).type != pafs.FileType.Directory:
+                return pa.table({})
+            dataset = ds.dataset(base, filesystem=self.fs, format="parquet", partitioning="hive")
+            return dataset.to_table(columns=list(columns) if columns else None)
+        except OSError as exc:
+            raise self._guard("read", exc) from exc
+
+
+def open_offline(settings: Settings) -> ParquetStore:
+    if settings.offline_store == "s3":
+        import pyarrow.fs as pafs
+
+        parts = urlsplit(settings.s3_endpoint)
+        filesystem = pafs.S3FileSystem(
+            access_key=settings.require_secret("s3_access_key"),
+            secret_key=settings.require_secret("s3_secret_key"),
+            endpoint_override=parts.netloc,
+            scheme=parts.scheme,
+            region="us-east-1",
+            connect_timeout=3,
+            request_timeout=10,
+            retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=2),
+        )
+        root = f"{settings.s3_bucket}/offline"
+        return ParquetStore(filesystem, root, f"s3://{root}", settings.s3_endpoint)
+    import pyarrow.fs as pafs
+
+    directory = settings.home / "offline"
+    directory.mkdir(parents=True, exist_ok=True)
+    return ParquetStore(pafs.LocalFileSystem(), str(directory), str(directory), str(directory))

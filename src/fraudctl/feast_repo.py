@@ -1,0 +1,109 @@
+"""The Feast repository of fraudctl: entities, sources and feature views, built for the
+active profile (no endpoint is written anywhere: they come from the settings).
+
+- ``user`` (join key ``user_id``) with the feature view ``user_state``: the user's
+  recent-event window (JSON) and the event time of its newest event.  It is written
+  online through the push source ``user_state_push`` as events are materialized, and
+  its batch source is the ``user_state`` table of the offline store, from which
+  ``materialize --backfill`` rebuilds the online store.
+- ``event`` (join key ``event_id``) with ``event_features``: one row per accepted event
+  with the features it had at its time, from the offline ``features`` table; training
+  retrieves them point-in-time.
+
+``feature_repo/`` holds a thin ``repo.py`` exposing these definitions to the ``feast``
+CLI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from fraudctl.config import Settings
+from fraudctl.features import FEATURE_NAMES, FEATURES_VERSION
+
+PROJECT = "fraudctl"
+USER_STATE_VIEW = "user_state"
+USER_STATE_PUSH = "user_state_push"
+EVENT_FEATURES_VIEW = "event_features"
+STATE_TTL = timedelta(days=2)
+
+
+def repo_config(settings: Settings) -> Any:
+    from feast.repo_config import RepoConfig
+
+    feast_dir = settings.home / "feast"
+    feast_dir.mkdir(parents=True, exist_ok=True)
+    if settings.online_store == "redis":
+        parts = urlsplit(settings.redis_url)
+        connection = f"{parts.hostname}:{parts.port or 6379}"
+        password = settings.redis_password.get_secret_value() if settings.redis_password else None
+        if password:
+            connection += f",password={password}"
+        database = (parts.path or "/0").lstrip("/") or "0"
+        connection += f",db={database}"
+        online: dict[str, Any] = {"type": "redis", "connection_string": connection}
+    else:
+        online = {"type": "sqlite", "path": str(feast_dir / "online.db")}
+    return RepoConfig(
+        project=PROJECT,
+        registry=str(feast_dir / "registry.db"),
+        provider="local",
+        online_store=online,
+        offline_store={"type": "file"},
+        entity_key_serialization_version=3,
+    )
+
+
+def definitions(settings: Settings, offline_uri: str) -> list[Any]:
+    from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
+    from feast.types import Float64, String
+
+    s3_endpoint = settings.s3_endpoint if settings.offline_store == "s3" else None
+    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING)
+    event = Entity(name="event", join_keys=["event_id"], value_type=ValueType.STRING)
+    state_source = FileSource(
+        name="user_state_source",
+        path=f"{offline_uri}/user_state",
+        timestamp_field="state_ts",
+        s3_endpoint_override=s3_endpoint,
+    )
+    push = PushSource(name=USER_STATE_PUSH, batch_source=state_source)
+    user_state = FeatureView(
+        name=USER_STATE_VIEW,
+        entities=[user],
+        ttl=STATE_TTL,
+        schema=[
+            Field(name="window", dtype=String),
+            Field(name="newest_ts", dtype=Float64),
+        ],
+        source=push,
+        online=True,
+        tags={"features_version": FEATURES_VERSION},
+    )
+    feature_source = FileSource(
+        name="event_features_source",
+        path=f"{offline_uri}/features",
+        timestamp_field="event_timestamp",
+        s3_endpoint_override=s3_endpoint,
+    )
+    event_features = FeatureView(
+        name=EVENT_FEATURES_VIEW,
+        entities=[event],
+        ttl=timedelta(days=3650),
+        schema=[Field(name=name, dtype=Float64) for name in FEATURE_NAMES],
+        source=feature_source,
+        online=False,
+        tags={"features_version": FEATURES_VERSION},
+    )
+    return [user, event, state_source, push, user_state, feature_source, event_features]
+
+
+def fingerprint(settings: Settings, offline_uri: str) -> str:
+    """Changes whenever what ``apply`` would register changes."""
+    text = "|".join(
+        [FEATURES_VERSION, ",".join(FEATURE_NAMES), offline_uri, settings.online_store, "v1"]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

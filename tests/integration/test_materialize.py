@@ -1,0 +1,231 @@
+"""`fraudctl materialize` on both profiles: the embedded default and the native stack."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fraudctl.adapters.bus import open_bus
+from fraudctl.adapters.offline import open_offline
+from fraudctl.adapters.online import OnlineState
+from fraudctl.config import load_settings
+from fraudctl.contract import parse_utc_timestamp
+from fraudctl.features import FEATURE_NAMES, Txn, compute_features
+from fraudctl.ports import Record
+from tests.conftest import RunCli
+
+REDIS_DBS = itertools.count(1)
+
+
+@pytest.fixture(params=["local", "stack"])
+def platform(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """A private corner of one profile: own home, topics, bucket and Redis database."""
+    monkeypatch.setenv("FRAUDCTL_HOME", str(tmp_path / "home"))
+    if request.param == "local":
+        monkeypatch.setenv("FRAUDCTL_PROFILE", "local")
+        return {"profile": "local"}
+    stack = request.getfixturevalue("stack")
+    suffix = uuid.uuid4().hex[:8]
+    base_url = stack["FRAUDCTL_REDIS_URL"].rsplit("/", 1)[0]
+    env = {
+        "FRAUDCTL_HOME": str(tmp_path / "home"),
+        "FRAUDCTL_TOPIC_TRANSACTIONS": f"tx-{suffix}",
+        "FRAUDCTL_TOPIC_LABELS": f"labels-{suffix}",
+        "FRAUDCTL_TOPIC_DLQ": f"dlq-{suffix}",
+        "FRAUDCTL_CONSUMER_GROUP": f"materialize-{suffix}",
+        "FRAUDCTL_S3_BUCKET": f"mat-{suffix}",
+        "FRAUDCTL_REDIS_URL": f"{base_url}/{next(REDIS_DBS) % 16}",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    from fraudctl.adapters.probes import ensure_bucket, redis_client
+
+    settings = load_settings().settings
+    ensure_bucket(settings)
+    redis_client(settings).flushdb()
+    return {"profile": "stack"} | env
+
+
+def produce(cli: RunCli, *args: str) -> dict[str, Any]:
+    result = cli("produce", "--rate", "0", "--label-delay", "0", "--json", *args)
+    assert result.code == 0, result.err
+    summary: dict[str, Any] = result.json()
+    return summary
+
+
+def materialize(cli: RunCli, *args: str) -> dict[str, Any]:
+    result = cli("materialize", "--json", *args)
+    assert result.code == 0, result.err
+    summary: dict[str, Any] = result.json()
+    return summary
+
+
+def read_topic(topic: str) -> list[Record]:
+    settings = load_settings().settings
+    consumer = open_bus(settings).consumer("reader-" + uuid.uuid4().hex, [topic])
+    records: list[Record] = []
+    started = last = time.monotonic()
+    try:
+        # A group join takes seconds on the stand-in broker: wait for a first record.
+        while time.monotonic() - last < 3 or (not records and time.monotonic() - started < 20):
+            batch = consumer.poll(50_000, 1.0)
+            if batch:
+                records += batch
+                last = time.monotonic()
+    finally:
+        consumer.close()
+    return records
+
+
+def raw_events() -> dict[str, list[Txn]]:
+    """Every valid event as the offline store holds it, per user, from the events table."""
+    table = open_offline(load_settings().settings).read("events").to_pylist()
+    by_user: dict[str, list[Txn]] = {}
+    for row in table:
+        by_user.setdefault(row["user_id"], []).append(
+            Txn(
+                row["event_ts"].timestamp(),
+                row["transaction_amount"],
+                row["country"],
+                row["device"],
+                row["event_id"],
+            )
+        )
+    return by_user
+
+
+def test_offline_online_and_brute_force_features_agree(
+    platform: dict[str, str], cli: RunCli
+) -> None:
+    produce(cli, "--count", "12000", "--seed", "3", "--users", "800")
+    summary = materialize(cli)
+    assert summary["valid"] == summary["rows_written_offline"] == 12_000, summary
+    settings = load_settings().settings
+    offline = open_offline(settings)
+    features = {row["event_id"]: row for row in offline.read("features").to_pylist()}
+    assert len(features) == 12_000
+    by_user = raw_events()
+    online = OnlineState(settings, offline.uri)
+    sample = random.Random(1).sample(sorted(features), 1000)
+    windows = online.read(sorted({features[e]["user_id"] for e in sample}))
+    events = {t.event_id: (user, t) for user, txns in by_user.items() for t in txns}
+    mismatches = 0
+    for event_id in sample:
+        user, txn = events[event_id]
+        brute = compute_features(sorted(by_user[user]), txn)
+        offline_row = {name: features[event_id][name] for name in FEATURE_NAMES}
+        online_answer = windows[user].features(txn)
+        mismatches += not (offline_row == brute == online_answer)
+    assert mismatches == 0
+
+
+def test_dead_letters_are_exactly_the_invalid_records(
+    platform: dict[str, str], cli: RunCli
+) -> None:
+    produced = produce(cli, "--count", "20000", "--invalid-rate", "0.01", "--seed", "4")
+    summary = materialize(cli)
+    assert summary["dead_lettered"] == produced["invalid_injected"] > 0
+    assert summary["valid"] + summary["dead_lettered"] == produced["published"]
+    settings = load_settings().settings
+    dead = read_topic(settings.topic_dlq)
+    assert len(dead) == produced["invalid_injected"]
+    for record in dead:
+        assert record.headers["reason"]
+        assert record.headers["origin.topic"] == settings.topic_transactions.encode()
+        assert int(record.headers["origin.offset"]) >= 0
+        assert int(record.headers["origin.partition"]) >= 0
+
+
+def test_a_second_run_changes_nothing_and_replays_are_skipped(
+    platform: dict[str, str], cli: RunCli
+) -> None:
+    produce(cli, "--count", "3000", "--seed", "5")
+    first = materialize(cli)
+    assert first["valid"] == 3000
+    settings = load_settings().settings
+    offline = open_offline(settings)
+    before = offline.read("features").num_rows
+    again = materialize(cli)
+    assert again["events_read"] == 0
+    assert offline.read("features").num_rows == before
+
+    # Replay the first 500 transactions as new messages: all recognised as duplicates.
+    replayed = read_topic(settings.topic_transactions)[:500]
+    producer = open_bus(settings).producer(delivery_timeout_s=30)
+    producer.publish_batch(settings.topic_transactions, [(r.value, r.key) for r in replayed])
+    assert producer.flush(30) == 0
+    third = materialize(cli)
+    assert third["events_read"] == 500
+    assert third["duplicates_skipped"] == 500
+    assert offline.read("features").num_rows == before
+
+
+def test_killed_five_times_ends_exactly_once(
+    platform: dict[str, str], cli: RunCli, tmp_path: Path
+) -> None:
+    produce(cli, "--count", "30000", "--seed", "6", "--users", "2000")
+    rng = random.Random(7)
+    for _ in range(5):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fraudctl", "materialize", "--max-events", "6000", "--json"],
+            env=os.environ.copy(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(4.0, 9.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    final = materialize(cli)
+    assert final["valid"] <= 30_000
+    table = open_offline(load_settings().settings).read("events")
+    counts = Counter(table.column("event_id").to_pylist())
+    assert len(counts) == 30_000
+    assert max(counts.values()) == 1
+    settings = load_settings().settings
+    by_user = raw_events()
+    windows = OnlineState(settings, open_offline(settings).uri).read(sorted(by_user))
+    for user, txns in by_user.items():
+        assert sorted(windows[user].events) == sorted(txns)
+
+
+def test_features_get_answers_from_the_online_store(platform: dict[str, str], cli: RunCli) -> None:
+    produce(cli, "--count", "2000", "--seed", "8", "--users", "50")
+    materialize(cli)
+    by_user = raw_events()
+    user, txns = max(by_user.items(), key=lambda item: len(item[1]))
+    newest = max(t.ts for t in txns)
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(newest + 10))
+    result = cli(
+        "features",
+        "get",
+        user,
+        "--at",
+        at,
+        "--amount",
+        "50",
+        "--country",
+        "US",
+        "--device",
+        "web",
+        "--json",
+    )
+    assert result.code == 0, result.err
+    answer = json.loads(result.out)
+    at_ts = parse_utc_timestamp(at).timestamp()
+    expected = compute_features(sorted(txns), Txn(at_ts, 50.0, "US", "web"))
+    assert answer["features"] == expected
+    assert answer["window_events"] == len(txns)

@@ -79,8 +79,9 @@ class BusConsumer(Protocol):
     def assigned(self) -> bool:
         """Whether this member has partitions yet (a group join can take seconds)."""
 
-    def end_offsets(self) -> dict[TopicPartition, int]:
-        """Per partition, the offset the next published record will get."""
+    def end_offsets(self, exact: bool = True) -> dict[TopicPartition, int]:
+        """Per partition, the offset the next published record will get.  ``exact=False``
+        may trust a broker's cheaper answer (good enough for a lag gauge)."""
 
     def close(self) -> None: ...
 

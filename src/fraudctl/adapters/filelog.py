@@ -395,7 +395,7 @@ class FileLogConsumer:
         data = self._load()
         return {tp: data.get(f"{tp[0]}/{tp[1]}", {"offset": 0})["offset"] for tp in self._positions}
 
-    def end_offsets(self) -> dict[TopicPartition, int]:
+    def end_offsets(self, exact: bool = True) -> dict[TopicPartition, int]:
         return {tp: end_position(self._dir(tp)).offset for tp in self._positions}
 
     def assigned(self) -> bool:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -80,3 +83,29 @@ def key_values(data: Mapping[str, Any], title: str | None = None) -> Table:
     for key, value in data.items():
         out.add_row(str(key), "" if value is None else str(value))
     return out
+
+
+class GracefulStop:
+    """First Ctrl-C (or SIGTERM) asks the loop to stop and flush; a second one aborts."""
+
+    def __init__(self) -> None:
+        self._requested = False
+        self._previous: dict[int, object] = {}
+
+    def requested(self) -> bool:
+        return self._requested
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self._requested:
+            raise KeyboardInterrupt
+        self._requested = True
+
+    def __enter__(self) -> GracefulStop:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with suppress(ValueError):  # not the main thread: leave signals alone
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]

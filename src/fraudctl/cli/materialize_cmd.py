@@ -2,25 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fraudctl.cli.common import JsonOption, console, err_console, key_values, print_json, state_of
+from fraudctl.cli.common import (
+    GracefulStop,
+    JsonOption,
+    console,
+    err_console,
+    key_values,
+    print_json,
+    state_of,
+)
+
+if TYPE_CHECKING:
+    from fraudctl.services.materialize import Materializer
 
 
 def materialize(
     ctx: typer.Context,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Keep consuming (streaming) until Ctrl-C.")
+    ] = False,
     max_events: Annotated[
         int | None, typer.Option(min=1, help="Stop after about N transactions (whole polls).")
     ] = None,
+    flush_interval: Annotated[
+        float,
+        typer.Option(min=0.1, help="--follow: seconds between durable offline flushes."),
+    ] = 5.0,
+    metrics_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="--follow: Prometheus port (0 = none).")
+    ] = 9464,
     as_json: JsonOption = False,
 ) -> None:
-    """Consume transactions and labels up to the current end, validate, dead-letter,
-    deduplicate, compute features, write the offline and online stores, then commit.
+    """Consume transactions and labels, validate, dead-letter, deduplicate, compute
+    features, write the offline and online stores, then commit.
 
-    Exit 0 when done, 3 when a backend is unavailable (nothing past the last durable
-    write is committed: a rerun completes the work).
+    Batch (default): up to the end seen at the start, then exit. --follow: online writes
+    per poll, offline flush and commit every --flush-interval, Prometheus metrics on
+    127.0.0.1:--metrics-port, until Ctrl-C. Exit 0 when done, 3 when a backend is
+    unavailable (nothing past the last durable write is committed: a rerun completes
+    the work).
     """
     from fraudctl.adapters.bus import open_bus, stream_topics
     from fraudctl.adapters.dedupe import open_dedupe
@@ -43,13 +67,16 @@ def materialize(
     )
     materializer = Materializer(consumer, dlq, offline, online, open_dedupe(settings), topics)
     try:
-        with err_console.status("materializing…") as status:
-            summary = materializer.run_to_end(
-                max_events,
-                on_progress=lambda s: status.update(
-                    f"materializing… {s.events_read:,} events, {s.batches} batches"
-                ),
-            )
+        if follow:
+            summary = _follow(materializer, flush_interval, metrics_port)
+        else:
+            with err_console.status("materializing…") as status:
+                summary = materializer.run_to_end(
+                    max_events,
+                    on_progress=lambda s: status.update(
+                        f"materializing… {s.events_read:,} events, {s.batches} batches"
+                    ),
+                )
     finally:
         consumer.close()
         dlq.close()
@@ -61,6 +88,40 @@ def materialize(
         print_json(result)
     else:
         console.print(key_values({k.replace("_", " "): v for k, v in result.items()}))
+
+
+def _follow(materializer: Materializer, flush_interval: float, metrics_port: int) -> Any:
+    import time
+
+    from fraudctl.observability import MaterializeMetrics
+
+    metrics = MaterializeMetrics()
+    if metrics_port:
+        metrics.serve(metrics_port)
+        err_console.print(f"metrics on http://127.0.0.1:{metrics_port}/metrics")
+    materializer.on_online_write = lambda accepted, now: metrics.observe_writes(
+        (a.event.event_ts.timestamp() for a in accepted), now
+    )
+    last_lag = [0.0]
+
+    def progress(summary: Any) -> None:
+        metrics.update(summary)
+        if time.monotonic() - last_lag[0] > 10:
+            last_lag[0] = time.monotonic()
+            metrics.set_lag(
+                materializer.consumer.end_offsets(exact=False), materializer.read_positions
+            )
+        if err_console.is_terminal:
+            err_console.print(
+                f"{summary.events_read:,} events, {summary.dead_lettered:,} dead-lettered, "
+                f"{summary.batches} flushes",
+                end="\r",
+            )
+
+    with GracefulStop() as stop:
+        summary = materializer.run_follow(stop.requested, flush_interval, progress)
+    metrics.update(summary)
+    return summary
 
 
 def features_get(

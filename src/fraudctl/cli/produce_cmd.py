@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import signal
 import time
-from contextlib import suppress
-from types import FrameType
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.live import Live
 from rich.panel import Panel
 
-from fraudctl.cli.common import JsonOption, console, err_console, key_values, print_json, state_of
+from fraudctl.cli.common import (
+    GracefulStop,
+    JsonOption,
+    console,
+    err_console,
+    key_values,
+    print_json,
+    state_of,
+)
 from fraudctl.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -121,10 +127,10 @@ def produce(
     bus = open_bus(settings)
     bus.ensure_topics(stream_topics(settings), settings.topic_partitions)
 
-    stop = _GracefulStop()
+    stop = GracefulStop()
     live = Live(console=err_console, transient=True, auto_refresh=False)
     show = err_console.is_terminal and not as_json
-    with stop, live if show else _nothing():
+    with stop, live if show else nullcontext():
 
         def progress(summary: ProduceSummary, message: str) -> None:
             if show:
@@ -188,37 +194,3 @@ def _panel(summary: ProduceSummary, message: str, address: str) -> Panel:
         f"invalid injected {data['invalid_injected']:,}"
     )
     return Panel(text, title="fraudctl produce", expand=False)
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *_exc: object) -> None:
-        return None
-
-
-class _GracefulStop:
-    """First Ctrl-C (or SIGTERM) asks the loop to stop and flush; a second one aborts."""
-
-    def __init__(self) -> None:
-        self._requested = False
-        self._previous: dict[int, object] = {}
-
-    def requested(self) -> bool:
-        return self._requested
-
-    def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        if self._requested:
-            raise KeyboardInterrupt
-        self._requested = True
-
-    def __enter__(self) -> _GracefulStop:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with suppress(ValueError):  # not the main thread: leave signals alone
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]

@@ -75,6 +75,17 @@ class _Accepted:
     origin: str
 
 
+@dataclass
+class _Pending:
+    """What has been ingested (and written online) but is not yet durable offline."""
+
+    records: list[Record] = field(default_factory=list)
+    accepted: list[_Accepted] = field(default_factory=list)
+    feature_rows: list[dict[str, Any]] = field(default_factory=list)
+    labels: list[tuple[Record, LabelRecord]] = field(default_factory=list)
+    windows: dict[str, UserWindow] = field(default_factory=dict)
+
+
 def origin_of(record: Record) -> str:
     return f"{record.topic}/{record.partition}/{record.offset}"
 
@@ -98,6 +109,10 @@ class Materializer:
         self.topics = topics
         self.clock = clock
         self.summary = MaterializeSummary()
+        self.pending = _Pending()
+        self.read_positions: dict[TopicPartition, int] = {}
+        # Called with each batch of events just written online and the wall time then.
+        self.on_online_write: Callable[[list[_Accepted], float], None] = lambda _a, _t: None
 
     # -- the batch run ------------------------------------------------------------------
 
@@ -144,32 +159,79 @@ class Materializer:
 
     def process(self, records: list[Record]) -> dict[TopicPartition, int]:
         """Process one polled batch end to end; return the offsets committed."""
-        summary = self.summary
+        self.ingest(records)
+        return self.flush()
+
+    def ingest(self, records: list[Record]) -> None:
+        """Validate, dead-letter, deduplicate, compute features and write the users'
+        windows online right away; keep the rest for ``flush``."""
         now = datetime.fromtimestamp(self.clock(), UTC)
+        pending = self.pending
+        pending.records += records
+        self.read_positions.update(_next_offsets(records))
         accepted, labels = self._validate(records, now)
         accepted = self._deduplicate(accepted)
-        windows = self.online.read(sorted({a.event.user_id for a in accepted}))
-        feature_rows = self._features(accepted, windows)
-        self._write_offline(accepted, feature_rows, labels, windows)
+        users = sorted({a.event.user_id for a in accepted} - pending.windows.keys())
+        pending.windows.update(self.online.read(users))
+        rows = self._features(accepted, pending.windows)
+        touched = {a.event.user_id: pending.windows[a.event.user_id] for a in accepted}
+        self.online.write(touched)
+        self.summary.users_updated_online += len(touched)
+        pending.accepted += accepted
+        pending.feature_rows += rows
+        pending.labels += labels
+        if accepted:
+            newest = max(a.event.event_ts.timestamp() for a in accepted)
+            summary = self.summary
+            summary.newest_event_ts = max(summary.newest_event_ts or newest, newest)
+            summary.online_lag_s = 0.0
+            self.on_online_write(accepted, self.clock())
+
+    def flush(self) -> dict[TopicPartition, int]:
+        """Make everything ingested durable (offline, dead letters, dedupe), then commit."""
+        pending = self.pending
+        if not pending.records:
+            return {}
+        self._write_offline(pending.accepted, pending.feature_rows, pending.labels, pending.windows)
         remaining = self.dlq.flush(30)
         if remaining:
             from fraudctl.errors import BackendUnavailable
 
             raise BackendUnavailable(f"{remaining} dead letters were not acknowledged")
-        touched = {a.event.user_id: windows[a.event.user_id] for a in accepted}
-        self.online.write(touched)
-        self.dedupe.record({a.event.event_id: a.origin for a in accepted})
-        offsets = _next_offsets(records)
+        self.dedupe.record({a.event.event_id: a.origin for a in pending.accepted})
+        offsets = _next_offsets(pending.records)
         self.consumer.commit(offsets)
-        for (topic, partition), first in _first_offsets(records).items():
+        for (topic, partition), first in _first_offsets(pending.records).items():
             self.offline.forget_batch(topic, partition, first)
-        summary.batches += 1
-        summary.users_updated_online += len(touched)
-        if accepted:
-            newest = max(a.event.event_ts.timestamp() for a in accepted)
-            summary.newest_event_ts = max(summary.newest_event_ts or newest, newest)
-            summary.online_lag_s = 0.0
+        self.summary.batches += 1
+        self.pending = _Pending()
         return offsets
+
+    def run_follow(
+        self,
+        should_stop: Callable[[], bool],
+        flush_interval_s: float = 5.0,
+        on_progress: Callable[[MaterializeSummary], None] = lambda _s: None,
+    ) -> MaterializeSummary:
+        """Keep consuming: online writes per poll, durable flush + commit per interval."""
+        started = last_flush = time.monotonic()
+        self.read_positions.update(self.consumer.committed())
+        while not should_stop():
+            records = self.consumer.poll(POLL_BATCH, 0.1)
+            if records:
+                self.ingest(records)
+                on_progress(self.summary)
+            now = time.monotonic()
+            if self.pending.records and (
+                now - last_flush >= flush_interval_s or len(self.pending.records) >= POLL_BATCH
+            ):
+                self.flush()
+                last_flush = now
+                self.summary.elapsed_s = now - started
+                on_progress(self.summary)
+        self.flush()
+        self.summary.elapsed_s = time.monotonic() - started
+        return self.summary
 
     # -- steps ------------------------------------------------------------------------
 
@@ -213,7 +275,8 @@ class Materializer:
         )
 
     def _deduplicate(self, accepted: list[_Accepted]) -> list[_Accepted]:
-        first = self.dedupe.origins([a.event.event_id for a in accepted])
+        first = {a.event.event_id: a.origin for a in self.pending.accepted}
+        first.update(self.dedupe.origins([a.event.event_id for a in accepted]))
         kept: list[_Accepted] = []
         for item in accepted:
             known = first.get(item.event.event_id)

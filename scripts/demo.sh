@@ -11,9 +11,12 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "1/6 embedded default profile: every backend is local"
 $F --home "$HOME_DIR" doctor
 
-step "2/6 a synthetic stream with delayed labels on the embedded bus"
+step "2/6 a synthetic stream with delayed labels, materialized into the feature store"
 $F --home "$HOME_DIR" produce --count 20000 --rate 0 --label-delay 0 --seed 1
 $F --home "$HOME_DIR" produce --duration 3 --rate 500 --label-delay 1 --invalid-rate 0.01
+$F --home "$HOME_DIR" materialize
+$F --home "$HOME_DIR" materialize --check-freshness
+$F --home "$HOME_DIR" features get user-1
 
 step "3/6 the data contract: JSON Schema (first lines) and validation"
 $F schema > "$HOME_DIR/transaction.schema.json"
@@ -34,5 +37,6 @@ step "5/6 doctor against the stack profile"
 $F --profile stack --home "$HOME_DIR" doctor
 $F --profile stack --home "$HOME_DIR" config show
 
-step "6/6 the same stream into the real broker"
+step "6/6 the same stream through the real broker, S3 and Redis"
 $F --profile stack --home "$HOME_DIR" produce --count 20000 --rate 0 --label-delay 0 --seed 1
+$F --profile stack --home "$HOME_DIR" materialize

@@ -76,6 +76,9 @@ class BusConsumer(Protocol):
 
     def committed(self) -> dict[TopicPartition, int]: ...
 
+    def last_values(self) -> dict[TopicPartition, bytes]:
+        """The value of the last record of each non-empty partition."""
+
     def assigned(self) -> bool:
         """Whether this member has partitions yet (a group join can take seconds)."""
 

@@ -301,3 +301,26 @@ def test_follow_serves_fresh_features_and_metrics(
     assert summary["events_read"] == 4010
     table = open_offline(load_settings().settings).read("events")
     assert sorted(Counter(table.column("event_id").to_pylist()).values()) == [1] * 4010
+
+
+def test_check_freshness_measures_from_event_timestamps(
+    platform: dict[str, str], cli: RunCli
+) -> None:
+    produce(cli, "--count", "200", "--seed", "11")  # --rate 0: the newest event is now
+    never = cli("materialize", "--check-freshness", "--json")
+    assert never.code == 4  # events on the stream, nothing online yet
+    assert never.json()["lag_s"] is None
+    materialize(cli)
+    fresh = cli("materialize", "--check-freshness", "--json")
+    assert fresh.code == 0, fresh.out
+    assert fresh.json()["lag_s"] == 0.0
+    # New events, stamped seconds after the newest one online, not yet materialized.
+    produce(cli, "--count", "5", "--seed", "12")
+    stale = cli("materialize", "--check-freshness", "--freshness-slo", "1", "--json")
+    assert stale.code == 4
+    report = stale.json()
+    assert report["lag_s"] == pytest.approx(
+        report["stream_newest_event_ts"] - report["online_newest_event_ts"]
+    )
+    assert report["lag_s"] > 1
+    assert report["status"] == "breach"

@@ -26,6 +26,12 @@ class DedupeStore(Protocol):
     def record(self, first_origins: Mapping[str, str]) -> None:
         """Record origins for ids that have none yet (an existing record wins)."""
 
+    def get_mark(self, name: str) -> float | None:
+        """A named progress mark (e.g. the newest event time written online)."""
+
+    def raise_mark(self, name: str, value: float) -> None:
+        """Set a mark to ``value`` unless it is already higher."""
+
 
 class SqliteDedupe:
     def __init__(self, path: Path) -> None:
@@ -35,6 +41,18 @@ class SqliteDedupe:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS first_seen (event_id TEXT PRIMARY KEY, origin TEXT)"
+        )
+        self._db.execute("CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, value REAL)")
+
+    def get_mark(self, name: str) -> float | None:
+        row = self._db.execute("SELECT value FROM marks WHERE name = ?", (name,)).fetchone()
+        return None if row is None else float(row[0])
+
+    def raise_mark(self, name: str, value: float) -> None:
+        self._db.execute(
+            "INSERT INTO marks (name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value)",
+            (name, value),
         )
 
     def origins(self, event_ids: list[str]) -> dict[str, str]:
@@ -79,6 +97,28 @@ class RedisDedupe:
         except redis.RedisError as exc:
             raise self._unavailable(exc) from exc
         return {i: v.decode() for i, v in zip(event_ids, values, strict=True) if v is not None}
+
+    def get_mark(self, name: str) -> float | None:
+        import redis
+
+        try:
+            value = self._redis.get(f"fraudctl:mark:{name}")
+        except redis.RedisError as exc:
+            raise self._unavailable(exc) from exc
+        return None if value is None else float(value)
+
+    def raise_mark(self, name: str, value: float) -> None:
+        import redis
+
+        script = (
+            "local v = redis.call('GET', KEYS[1]) "
+            "if (not v) or tonumber(v) < tonumber(ARGV[1]) then "
+            "redis.call('SET', KEYS[1], ARGV[1]) end return 1"
+        )
+        try:
+            self._redis.eval(script, 1, f"fraudctl:mark:{name}", repr(value))
+        except redis.RedisError as exc:
+            raise self._unavailable(exc) from exc
 
     def record(self, first_origins: Mapping[str, str]) -> None:
         import redis

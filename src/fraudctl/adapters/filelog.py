@@ -398,6 +398,19 @@ class FileLogConsumer:
     def end_offsets(self, exact: bool = True) -> dict[TopicPartition, int]:
         return {tp: end_position(self._dir(tp)).offset for tp in self._positions}
 
+    def last_values(self) -> dict[TopicPartition, bytes]:
+        last: dict[TopicPartition, bytes] = {}
+        for tp in self._positions:
+            segments = _segments(self._dir(tp))
+            if not segments:
+                continue
+            tail = None
+            for _position, body in scan(self._dir(tp), Position(segments[-1], segments[-1], 0)):
+                tail = body
+            if tail is not None:
+                last[tp] = decode(tp[0], tp[1], 0, tail).value
+        return last
+
     def assigned(self) -> bool:
         return True  # one reader of the file log owns every partition
 

@@ -283,6 +283,10 @@ class KafkaConsumer:
             ends[(tp.topic, tp.partition)] = high
         return _confirm_ends(self._bootstrap, ends) if exact else ends
 
+    def last_values(self) -> dict[TopicPartition, bytes]:
+        ends = self.end_offsets(exact=False)
+        return _read_tails(self._bootstrap, ends)[1]
+
     def assigned(self) -> bool:
         return bool(self._consumer.assignment())  # set in __init__, kept for the port
 
@@ -291,7 +295,14 @@ class KafkaConsumer:
 
 
 def _confirm_ends(bootstrap: str, ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
-    """Read the last record batch of each partition to confirm its end offset.
+    return _read_tails(bootstrap, ends)[0]
+
+
+def _read_tails(
+    bootstrap: str, ends: dict[TopicPartition, int]
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, bytes]]:
+    """Read the last record batch of each partition: its true end offset, and the value
+    of its last record.
 
     Some Kafka-API brokers (the tansu stand-in among them) answer ListOffsets with the
     base offset of the last *batch* plus one, not the offset after its last record.
@@ -302,8 +313,9 @@ def _confirm_ends(bootstrap: str, ends: dict[TopicPartition, int]) -> dict[Topic
     from confluent_kafka import TopicPartition as KafkaTopicPartition
 
     wanted = {tp: high for tp, high in ends.items() if high > 0}
+    last: dict[TopicPartition, bytes] = {}
     if not wanted:
-        return dict(ends)
+        return dict(ends), last
     probe = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -325,9 +337,11 @@ def _confirm_ends(bootstrap: str, ends: dict[TopicPartition, int]) -> dict[Topic
                 if message.error() is None:
                     tp = (str(message.topic()), int(message.partition() or 0))
                     seen.add(tp)
-                    confirmed[tp] = max(confirmed[tp], int(message.offset() or 0) + 1)
+                    if int(message.offset() or 0) + 1 >= confirmed[tp]:
+                        confirmed[tp] = int(message.offset() or 0) + 1
+                        last[tp] = message.value() or b""
             if seen >= set(wanted):
                 rounds_after += 1
     finally:
         probe.close()
-    return confirmed
+    return confirmed, last

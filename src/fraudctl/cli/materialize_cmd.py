@@ -35,6 +35,15 @@ def materialize(
     metrics_port: Annotated[
         int, typer.Option(min=0, max=65535, help="--follow: Prometheus port (0 = none).")
     ] = 9464,
+    check_freshness: Annotated[
+        bool,
+        typer.Option(
+            "--check-freshness",
+            help="Only check: exit 4 when online features trail the stream by more than "
+            "--freshness-slo seconds (from the events' own timestamps).",
+        ),
+    ] = False,
+    freshness_slo: Annotated[float, typer.Option(min=0, help="Seconds.")] = 120.0,
     as_json: JsonOption = False,
 ) -> None:
     """Consume transactions and labels, validate, dead-letter, deduplicate, compute
@@ -55,6 +64,9 @@ def materialize(
     settings = state_of(ctx).settings
     bus = open_bus(settings)
     bus.ensure_topics(stream_topics(settings), settings.topic_partitions)
+    if check_freshness:
+        _check_freshness(bus, settings, freshness_slo, as_json)
+        return
     offline = open_offline(settings)
     with err_console.status("opening the feature store…"):
         online = OnlineState(settings, offline.uri)
@@ -88,6 +100,25 @@ def materialize(
         print_json(result)
     else:
         console.print(key_values({k.replace("_", " "): v for k, v in result.items()}))
+
+
+def _check_freshness(bus: Any, settings: Any, slo_s: float, as_json: bool) -> None:
+    from fraudctl.adapters.dedupe import open_dedupe
+    from fraudctl.errors import ExitCode
+    from fraudctl.services.materialize import freshness
+
+    consumer = bus.consumer(settings.consumer_group, [settings.topic_transactions])
+    try:
+        result = freshness(consumer, open_dedupe(settings), slo_s)
+    finally:
+        consumer.close()
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        lag = "never written" if result.lag_s is None else f"{result.lag_s:,.1f} s"
+        console.print(f"online features trail the stream by {lag} (SLO {slo_s:,.0f} s)")
+    if not result.ok:
+        raise typer.Exit(ExitCode.REFUSED)
 
 
 def _follow(materializer: Materializer, flush_interval: float, metrics_port: int) -> Any:

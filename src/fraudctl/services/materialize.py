@@ -36,6 +36,8 @@ from fraudctl.features import Txn, UserWindow
 from fraudctl.ports import BusConsumer, BusProducer, Record, TopicPartition
 
 POLL_BATCH = 20_000
+ONLINE_NEWEST_MARK = "online_newest_event_ts"
+FRESHNESS_SLO_S = 120.0
 IDLE_GIVE_UP_S = 10.0  # nothing more arrives although the end said so
 JOIN_TIMEOUT_S = 90.0  # a consumer group join; slow brokers hold it for the rebalance timeout
 
@@ -182,6 +184,7 @@ class Materializer:
         pending.labels += labels
         if accepted:
             newest = max(a.event.event_ts.timestamp() for a in accepted)
+            self.dedupe.raise_mark(ONLINE_NEWEST_MARK, newest)
             summary = self.summary
             summary.newest_event_ts = max(summary.newest_event_ts or newest, newest)
             summary.online_lag_s = 0.0
@@ -373,3 +376,39 @@ def _next_offsets(records: list[Record]) -> dict[TopicPartition, int]:
         tp = (record.topic, record.partition)
         nexts[tp] = max(nexts.get(tp, 0), record.offset + 1)
     return nexts
+
+
+@dataclass(frozen=True)
+class Freshness:
+    stream_newest_event_ts: float | None
+    online_newest_event_ts: float | None
+    lag_s: float | None
+    slo_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.lag_s is not None and self.lag_s <= self.slo_s
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"status": "ok" if self.ok else "breach"}
+
+
+def freshness(
+    consumer: BusConsumer, dedupe: DedupeStore, slo_s: float = FRESHNESS_SLO_S
+) -> Freshness:
+    """How far the online features trail the stream, from the events' own timestamps:
+    the newest event time on the transactions topic minus the newest written online."""
+    newest_stream = None
+    for value in consumer.last_values().values():
+        verdict = validate_bytes(value)
+        if verdict.record is not None:
+            ts = verdict.record.event_ts.timestamp()
+            newest_stream = ts if newest_stream is None else max(newest_stream, ts)
+    newest_online = dedupe.get_mark(ONLINE_NEWEST_MARK)
+    if newest_stream is None:
+        lag = 0.0
+    elif newest_online is None:
+        lag = None
+    else:
+        lag = max(newest_stream - newest_online, 0.0)
+    return Freshness(newest_stream, newest_online, lag, slo_s)

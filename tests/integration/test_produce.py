@@ -100,35 +100,32 @@ def test_rate_is_held_within_one_percent(
         assert abs(n - rate * 5) <= 0.01 * rate * 5, (start, n)
 
 
-def test_broker_paused_mid_run_loses_and_duplicates_nothing(
-    stack: dict[str, str], topics: dict[str, str], tmp_path: Path
-) -> None:
-    broker = StackState.load(load_settings().settings).services["kafka"]
-    out = tmp_path / "summary.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fraudctl",
-            "produce",
-            "--count",
-            "50000",
-            "--rate",
-            "5000",
-            "--label-delay",
-            "0",
-            "--json",
-        ],
+def produce_in_background(out: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`fraudctl produce --json …` as its own process, its summary going to ``out``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "fraudctl", "produce", "--label-delay", "0", "--json", *args],
         stdout=out.open("w"),
         stderr=subprocess.PIPE,
         env=os.environ.copy(),
     )
+
+
+def the_broker() -> int:
+    return StackState.load(load_settings().settings).services["kafka"].pid
+
+
+def test_broker_paused_mid_run_loses_and_duplicates_nothing(
+    stack: dict[str, str], topics: dict[str, str], tmp_path: Path
+) -> None:
+    broker = the_broker()
+    out = tmp_path / "summary.json"
+    proc = produce_in_background(out, "--count", "50000", "--rate", "5000")
     time.sleep(3)
-    os.kill(broker.pid, signal.SIGSTOP)
+    os.kill(broker, signal.SIGSTOP)
     try:
         time.sleep(10)
     finally:
-        os.kill(broker.pid, signal.SIGCONT)
+        os.kill(broker, signal.SIGCONT)
     _, err = proc.communicate(timeout=240)
     summary = json.loads(out.read_text())
     assert proc.returncode == 0, (err, summary)
@@ -178,34 +175,17 @@ def test_unreachable_broker_exits_3_naming_the_address(
 def test_broker_gone_past_the_delivery_timeout_is_reported_exactly(
     stack: dict[str, str], topics: dict[str, str], tmp_path: Path
 ) -> None:
-    broker = StackState.load(load_settings().settings).services["kafka"]
+    broker = the_broker()
     out = tmp_path / "summary.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fraudctl",
-            "produce",
-            "--count",
-            "4000",
-            "--rate",
-            "1000",
-            "--label-delay",
-            "0",
-            "--delivery-timeout",
-            "2",
-            "--json",
-        ],
-        stdout=out.open("w"),
-        stderr=subprocess.PIPE,
-        env=os.environ.copy(),
+    proc = produce_in_background(
+        out, "--count", "4000", "--rate", "1000", "--delivery-timeout", "2"
     )
     time.sleep(1.5)
-    os.kill(broker.pid, signal.SIGSTOP)
+    os.kill(broker, signal.SIGSTOP)
     try:
         _, err = proc.communicate(timeout=120)
     finally:
-        os.kill(broker.pid, signal.SIGCONT)
+        os.kill(broker, signal.SIGCONT)
     summary = json.loads(out.read_text())
     assert proc.returncode == 3, err
     assert summary["not_acknowledged"] > 0

@@ -282,8 +282,12 @@ def test_follow_serves_fresh_features_and_metrics(
             "--json",
         )
         assert live.code == 0, live.err
-        time.sleep(4)
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        wanted = b'fraudctl_materialize_events_total{outcome="valid"} 4010.0'
+        deadline = time.monotonic() + 60
+        text = b""
+        while wanted not in text and time.monotonic() < deadline:
+            time.sleep(0.5)
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
     finally:
         follower.send_signal(signal.SIGINT)
         out, err = follower.communicate(timeout=60)
@@ -315,6 +319,7 @@ def test_check_freshness_measures_from_event_timestamps(
     assert fresh.code == 0, fresh.out
     assert fresh.json()["lag_s"] == 0.0
     # New events, stamped seconds after the newest one online, not yet materialized.
+    time.sleep(2)
     produce(cli, "--count", "5", "--seed", "12")
     stale = cli("materialize", "--check-freshness", "--freshness-slo", "1", "--json")
     assert stale.code == 4

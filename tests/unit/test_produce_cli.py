@@ -12,7 +12,7 @@ from fraudctl.adapters.filelog import FileLogBus
 from fraudctl.contract import parse_utc_timestamp, validate_bytes
 from fraudctl.generator import GeneratorOptions
 from fraudctl.ports import Record
-from fraudctl.services.produce import ProducePlan, produce
+from fraudctl.services.produce import Clock, ProducePlan, produce
 from tests.conftest import RunCli
 
 START = "2026-05-01T00:00:00Z"
@@ -173,3 +173,25 @@ def test_drift_option_shifts_the_stream(cli: RunCli, tmp_path: Path) -> None:
     assert result.json()["drift"] == "country=BR:0.5"
     records = [json.loads(r.value) for r in read_all(tmp_path, "transactions")]
     assert sum(r["country"] == "BR" for r in records) / len(records) > 0.5
+
+
+def test_duration_hands_over_every_event_due_before_the_deadline(tmp_path: Path) -> None:
+    """A late last tick must not cut the run short: rate x duration events, exactly."""
+    bus = FileLogBus(tmp_path / "bus")
+    bus.ensure_topics(["transactions", "labels"], 2)
+    ticks = iter([0.0, 0.5, 1.7, 2.9, 3.2] + [3.3] * 1000)  # the clock jumps past the end
+    clock = Clock(monotonic=lambda: next(ticks), wall=time.time, sleep=lambda _s: None)
+    plan = ProducePlan(
+        rate=1000,
+        count=None,
+        duration=3.0,
+        label_delay=0,
+        invalid_rate=0,
+        start=time.time() - 10,
+        topic_transactions="transactions",
+        topic_labels="labels",
+        delivery_timeout_s=5,
+    )
+    summary = produce(bus.producer(delivery_timeout_s=5), GeneratorOptions(), plan, clock=clock)
+    assert summary.published == 3000
+    assert summary.stopped_by == "duration"

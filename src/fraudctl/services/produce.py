@@ -176,7 +176,10 @@ class _Run:
             return "interrupt"
         if self.plan.count is not None and emitted >= self.plan.count:
             return "count"
-        if self.plan.duration is not None and elapsed >= self.plan.duration:
+        plan = self.plan
+        if plan.duration is not None and elapsed >= plan.duration:
+            if plan.rate > 0 and emitted < math.ceil(plan.duration * plan.rate):
+                return None  # hand over what fell due before the deadline, then stop
             return "duration"
         return None
 

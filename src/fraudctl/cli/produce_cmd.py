@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
+from functools import partial
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -84,7 +85,7 @@ def produce(
     --label-delay seconds later. Exit 0 when every published message was acknowledged,
     3 when some were not (the summary says how many), 130 after Ctrl-C.
     """
-    from fraudctl.adapters.bus import open_bus, stream_topics
+    from fraudctl.adapters.bus import open_bus, open_producer, stream_topics
     from fraudctl.contract import parse_utc_timestamp
     from fraudctl.generator import DriftSpec, GeneratorOptions
     from fraudctl.services.produce import ProducePlan, default_start, produce_in_workers
@@ -137,7 +138,7 @@ def produce(
                 live.update(_panel(summary, message, bus.address), refresh=True)
 
         summary = produce_in_workers(
-            lambda: open_bus(settings).producer(delivery_timeout_s=delivery_timeout),
+            partial(open_producer, settings, delivery_timeout),
             options,
             plan,
             workers,

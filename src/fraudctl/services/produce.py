@@ -276,7 +276,9 @@ def produce_in_workers(
         return produce(
             open_producer(), options, plan, should_stop=should_stop, on_progress=on_progress
         )
-    context = multiprocessing.get_context("fork")
+    # spawn, not fork: the caller may hold threads (librdkafka's, a test runner's) whose
+    # state a forked child would inherit half-copied, and crash on at its first GC.
+    context = multiprocessing.get_context("spawn")
     stop = context.Event()
     reports: multiprocessing.Queue[tuple[int, str, Any]] = context.Queue()
     grid_rate = plan.rate if plan.rate > 0 else NOMINAL_RATE

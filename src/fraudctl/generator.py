@@ -189,8 +189,6 @@ class TransactionGenerator:
         self.interval = 1.0 / rate
         self.rng = random.Random(options.seed)
         self._random = self.rng.random
-        self._gauss = self.rng.gauss
-        self._getrandbits = self.rng.getrandbits
         self.index = 0
         self._pending: list[tuple[float, int, _Step]] = []  # heap by due time
         self._sequence = itertools.count()
@@ -211,8 +209,6 @@ class TransactionGenerator:
             self._total_weight = self._cum_weights[-1]
             self.rng = random.Random(f"{options.seed}/{index}/{count}")
             self._random = self.rng.random
-            self._gauss = self.rng.gauss
-            self._getrandbits = self.rng.getrandbits
         self._np = np.random.default_rng([options.seed, index, count])
         self._np_cum = np.asarray(self._cum_weights)
         self._np_shard = np.asarray(self._shard_users, dtype=np.int64)

@@ -79,9 +79,6 @@ class BusConsumer(Protocol):
     def last_values(self) -> dict[TopicPartition, bytes]:
         """The value of the last record of each non-empty partition."""
 
-    def assigned(self) -> bool:
-        """Whether this member has partitions yet (a group join can take seconds)."""
-
     def end_offsets(self, exact: bool = True) -> dict[TopicPartition, int]:
         """Per partition, the offset the next published record will get.  ``exact=False``
         may trust a broker's cheaper answer (good enough for a lag gauge)."""

@@ -411,8 +411,5 @@ class FileLogConsumer:
                 last[tp] = decode(tp[0], tp[1], 0, tail).value
         return last
 
-    def assigned(self) -> bool:
-        return True  # one reader of the file log owns every partition
-
     def close(self) -> None:
         return None

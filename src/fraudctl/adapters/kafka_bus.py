@@ -9,8 +9,8 @@ from typing import Any, cast
 from fraudctl.errors import BackendUnavailable
 from fraudctl.ports import DeliveryStats, Record, TopicPartition
 
-# Group membership against small brokers: librdkafka derives the JoinGroup rebalance
-# timeout from max.poll.interval.ms (5 min by default), which some brokers hold in full.
+# Consumers are assigned partitions explicitly (no group join); these bound how long
+# a broker keeps a silent client's session.
 CONSUMER_TIMEOUTS = {"session.timeout.ms": 6000, "max.poll.interval.ms": 30000}
 # Short fetch waits keep a streaming consumer close behind the producer; some brokers
 # answer a fetch with one record batch per partition, so each round trip counts.
@@ -286,9 +286,6 @@ class KafkaConsumer:
     def last_values(self) -> dict[TopicPartition, bytes]:
         ends = self.end_offsets(exact=False)
         return _read_tails(self._bootstrap, ends)[1]
-
-    def assigned(self) -> bool:
-        return bool(self._consumer.assignment())  # set in __init__, kept for the port
 
     def close(self) -> None:
         self._consumer.close()

@@ -39,7 +39,6 @@ POLL_BATCH = 20_000
 ONLINE_NEWEST_MARK = "online_newest_event_ts"
 FRESHNESS_SLO_S = 120.0
 IDLE_GIVE_UP_S = 10.0  # nothing more arrives although the end said so
-JOIN_TIMEOUT_S = 90.0  # a consumer group join; slow brokers hold it for the rebalance timeout
 
 
 @dataclass(frozen=True)
@@ -136,15 +135,6 @@ class Materializer:
                 want = min(want, max_events - self.summary.events_read)
             records = self.consumer.poll(want, 1.0)
             if not records:
-                if not self.consumer.assigned():
-                    if time.monotonic() - started > JOIN_TIMEOUT_S:
-                        from fraudctl.errors import BackendUnavailable
-
-                        raise BackendUnavailable(
-                            f"no partitions assigned after {JOIN_TIMEOUT_S:.0f} s",
-                            hint="another materializer may hold them; check the broker",
-                        )
-                    continue
                 idle_since = idle_since or time.monotonic()
                 if time.monotonic() - idle_since > IDLE_GIVE_UP_S:
                     break  # the end moved back (a broker that lost data): stop, don't spin

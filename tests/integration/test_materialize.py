@@ -193,7 +193,7 @@ def test_killed_five_times_ends_exactly_once(
     assert final["valid"] <= 30_000
     table = open_offline(load_settings().settings).read("events")
     counts = Counter(table.column("event_id").to_pylist())
-    assert len(counts) == 30_000
+    assert len(counts) == 30_000, final
     assert max(counts.values()) == 1
     settings = load_settings().settings
     by_user = raw_events()

@@ -291,6 +291,9 @@ class KafkaConsumer:
         self._consumer.close()
 
 
+TAIL_PROBE_TIMEOUT_S = 30.0
+
+
 def _confirm_ends(bootstrap: str, ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
     return _read_tails(bootstrap, ends)[0]
 
@@ -328,8 +331,18 @@ def _read_tails(
         # one fetch; records after it are newer data, harmless to count on a live stream.
         seen: set[TopicPartition] = set()
         rounds_after = 0
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and rounds_after < 2:
+        deadline = time.monotonic() + TAIL_PROBE_TIMEOUT_S
+        while rounds_after < 2:
+            if time.monotonic() > deadline:
+                # An unconfirmed end may be short of the real one by a whole batch: a run
+                # that trusted it would stop early and report success.
+                missing = sorted(set(wanted) - seen)
+                raise BackendUnavailable(
+                    f"Kafka-API broker at {bootstrap} did not return the last records of "
+                    f"{', '.join(f'{t}[{p}]' for t, p in missing)} within "
+                    f"{TAIL_PROBE_TIMEOUT_S:.0f} s, so the end of the stream is unknown",
+                    hint="is the broker overloaded or down? `fraudctl doctor`, then rerun",
+                )
             for message in probe.consume(10_000, 0.3):
                 if message.error() is None:
                     tp = (str(message.topic()), int(message.partition() or 0))

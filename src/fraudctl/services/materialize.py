@@ -32,13 +32,14 @@ from fraudctl.adapters.dedupe import DedupeStore
 from fraudctl.adapters.offline import ParquetStore, PlannedFile, hour_partition
 from fraudctl.adapters.online import OnlineState, state_frame
 from fraudctl.contract import LabelRecord, Transaction, validate_bytes
+from fraudctl.errors import BackendUnavailable
 from fraudctl.features import Txn, UserWindow
 from fraudctl.ports import BusConsumer, BusProducer, Record, TopicPartition
 
 POLL_BATCH = 20_000
 ONLINE_NEWEST_MARK = "online_newest_event_ts"
 FRESHNESS_SLO_S = 120.0
-IDLE_GIVE_UP_S = 10.0  # nothing more arrives although the end said so
+IDLE_GIVE_UP_S = 30.0  # nothing more arrives although the end said so
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,18 @@ class Materializer:
             if not records:
                 idle_since = idle_since or time.monotonic()
                 if time.monotonic() - idle_since > IDLE_GIVE_UP_S:
-                    break  # the end moved back (a broker that lost data): stop, don't spin
+                    # What was processed is committed; saying "done" would hide the rest.
+                    short = {
+                        f"{t}[{p}]": f"{positions.get((t, p), 0)}/{end}"
+                        for (t, p), end in ends.items()
+                        if positions.get((t, p), 0) < end
+                    }
+                    raise BackendUnavailable(
+                        f"the bus delivered nothing for {IDLE_GIVE_UP_S:.0f} s short of the "
+                        f"end it reported (position/end: {short}); "
+                        f"{self.summary.events_read} events were processed and committed",
+                        hint="check the broker (`fraudctl doctor`), then rerun to continue",
+                    )
                 continue
             idle_since = None
             committed = self.process(records)
@@ -188,8 +200,6 @@ class Materializer:
         self._write_offline(pending.accepted, pending.feature_rows, pending.labels, pending.windows)
         remaining = self.dlq.flush(30)
         if remaining:
-            from fraudctl.errors import BackendUnavailable
-
             raise BackendUnavailable(f"{remaining} dead letters were not acknowledged")
         self.dedupe.record({a.event.event_id: a.origin for a in pending.accepted})
         offsets = _next_offsets(pending.records)

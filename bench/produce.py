@@ -25,14 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def free_port() -> int:
-    from fraudctl.stack.native import port_is_free
-
-    for port in range(23000, 24000):
-        if port_is_free(port):
-            return port
-    raise RuntimeError("no free port")
+from _common import emit
 
 
 def baseline(bootstrap: str, topic: str, n: int, *, callbacks: bool = False) -> float:
@@ -99,14 +92,10 @@ def main() -> int:
     args = parser.parse_args()
 
     from fraudctl.cli.main import main as fraudctl_main
+    from fraudctl.stack.native import private_stack_env
 
     home = Path(tempfile.mkdtemp(prefix="bench-produce-"))
-    port = free_port()
-    env = {
-        "FRAUDCTL_PROFILE": "stack",
-        "FRAUDCTL_HOME": str(home),
-        "FRAUDCTL_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
-    }
+    env = private_stack_env(home, ("kafka",))
     os.environ.update(env)
     if fraudctl_main(["stack", "up", "--native", "--only", "kafka", "--json"]) != 0:
         return 3
@@ -159,10 +148,7 @@ def main() -> int:
         "target_events_per_s": 100_000,
         "cpus": os.cpu_count(),
     }
-    print(json.dumps(result, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.out)
     return 0
 
 

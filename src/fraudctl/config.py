@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -375,3 +376,19 @@ def _raise_invalid(
         f"invalid {env_var(key)}={shown!r} (from {sources.get(key, 'default')}): {why}",
         hint=f"fix it where it is set, or override it with --set {key}=VALUE",
     )
+
+
+@contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of a block, then put back what was
+    there (also removing what was not)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old

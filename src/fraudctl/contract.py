@@ -231,7 +231,16 @@ def validate_record(obj: object, *, clock: Clock = system_clock) -> Verdict:
 
 
 def validate_bytes(raw: bytes, *, clock: Clock = system_clock) -> Verdict:
-    """Judge one raw message or line: undecodable bytes and bad JSON are violations too."""
+    """Judge one raw message or line: undecodable bytes and bad JSON are violations too.
+
+    The common case (a valid record) is parsed and validated in one pass by pydantic's
+    JSON parser; anything it refuses is judged again step by step, so the reasons given
+    for bad data name the first thing wrong (not UTF-8, not JSON, not an object, fields).
+    """
+    try:
+        return Verdict(Transaction.model_validate_json(raw, context={"clock": clock}), ())
+    except ValidationError:
+        pass
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -44,6 +44,8 @@ def repo_config(settings: Settings) -> Any:
             connection += f",password={password}"
         database = (parts.path or "/0").lstrip("/") or "0"
         connection += f",db={database}"
+        # Bounded waits: an unreachable Redis must fail the call, not hang it.
+        connection += ",socket_timeout=5,socket_connect_timeout=3"
         online: dict[str, Any] = {"type": "redis", "connection_string": connection}
     else:
         online = {"type": "sqlite", "path": str(feast_dir / "online.db")}
@@ -68,6 +70,7 @@ def definitions(settings: Settings, offline_uri: str) -> list[Any]:
         name="user_state_source",
         path=f"{offline_uri}/user_state",
         timestamp_field="state_ts",
+        created_timestamp_column="created_ts",
         s3_endpoint_override=s3_endpoint,
     )
     push = PushSource(name=USER_STATE_PUSH, batch_source=state_source)
@@ -104,6 +107,6 @@ def definitions(settings: Settings, offline_uri: str) -> list[Any]:
 def fingerprint(settings: Settings, offline_uri: str) -> str:
     """Changes whenever what ``apply`` would register changes."""
     text = "|".join(
-        [FEATURES_VERSION, ",".join(FEATURE_NAMES), offline_uri, settings.online_store, "v1"]
+        [FEATURES_VERSION, ",".join(FEATURE_NAMES), offline_uri, settings.online_store, "v2"]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -98,6 +98,8 @@ class UserWindow(Sequence[Txn]):
 
     events: list[Txn] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
+    # The JSON form, kept until the window changes (written online and to snapshots).
+    _json: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.times) != len(self.events):
@@ -129,6 +131,7 @@ class UserWindow(Sequence[Txn]):
         index = bisect.bisect_right(self.times, txn.ts)
         self.times.insert(index, txn.ts)
         self.events.insert(index, txn)
+        self._json = None
         self.prune()
         return True
 
@@ -144,12 +147,15 @@ class UserWindow(Sequence[Txn]):
         if keep_from:
             del self.times[:keep_from]
             del self.events[:keep_from]
+            self._json = None
 
     def features(self, event: Txn) -> dict[str, float]:
         return compute_features(self, event)
 
     def to_json(self) -> str:
-        return json.dumps([list(e) for e in self.events], separators=(",", ":"))
+        if self._json is None:
+            self._json = json.dumps([list(e) for e in self.events], separators=(",", ":"))
+        return self._json
 
     @classmethod
     def from_json(cls, text: str | None) -> UserWindow:

@@ -96,4 +96,10 @@ class EventBus(Protocol):
 
     def producer(self, *, delivery_timeout_s: float) -> BusProducer: ...
 
-    def consumer(self, group: str, topics: list[str]) -> BusConsumer: ...
+    def consumer(
+        self, group: str, topics: list[str], share: tuple[int, int] = (0, 1)
+    ) -> BusConsumer:
+        """Reads the partitions of ``topics`` whose number ``p`` has
+        ``p % share[1] == share[0]`` (all of them by default), from ``group``'s
+        committed offsets: consumers with different shares of one group split the work."""
+        ...

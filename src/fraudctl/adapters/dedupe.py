@@ -9,6 +9,7 @@ produces the same writes, which replace the earlier attempt.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -34,15 +35,27 @@ class DedupeStore(Protocol):
 
 
 class SqliteDedupe:
+    """One connection per thread (the materializer's flusher records while the reader
+    looks up); WAL lets them, and other processes, work side by side."""
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._path = path
+        self._local = threading.local()
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS first_seen (event_id TEXT PRIMARY KEY, origin TEXT)"
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, value REAL)")
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self._path, isolation_level=None, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
 
     def get_mark(self, name: str) -> float | None:
         row = self._db.execute("SELECT value FROM marks WHERE name = ?", (name,)).fetchone()
@@ -73,6 +86,17 @@ class SqliteDedupe:
                 "INSERT OR IGNORE INTO first_seen (event_id, origin) VALUES (?, ?)",
                 list(first_origins.items()),
             )
+
+
+RECORD_CHUNK = 20_000
+# SET fraudctl:seen:<id> <origin> NX EX <retention> for every (id, origin) pair.
+_RECORD_SCRIPT = """
+local ttl = ARGV[1]
+for i = 2, #ARGV, 2 do
+  redis.call('SET', 'fraudctl:seen:' .. ARGV[i], ARGV[i + 1], 'NX', 'EX', ttl)
+end
+return 1
+"""
 
 
 class RedisDedupe:
@@ -123,11 +147,17 @@ class RedisDedupe:
     def record(self, first_origins: Mapping[str, str]) -> None:
         import redis
 
+        if not first_origins:
+            return
+        args: list[str] = [str(RETENTION_S)]
+        for event_id, origin in first_origins.items():
+            args += (event_id, origin)
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            for event_id, origin in first_origins.items():
-                pipe.set(f"fraudctl:seen:{event_id}", origin, nx=True, ex=RETENTION_S)
-            pipe.execute()
+            # One round trip and one command per chunk: Redis runs the loop, not Python.
+            for start in range(1, len(args), 2 * RECORD_CHUNK):
+                self._redis.eval(
+                    _RECORD_SCRIPT, 0, args[0], *args[start : start + 2 * RECORD_CHUNK]
+                )
         except redis.RedisError as exc:
             raise self._unavailable(exc) from exc
 

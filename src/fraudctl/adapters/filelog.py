@@ -192,8 +192,10 @@ class FileLogBus:
     def producer(self, *, delivery_timeout_s: float) -> FileLogProducer:
         return FileLogProducer(self)
 
-    def consumer(self, group: str, topics: list[str]) -> FileLogConsumer:
-        return FileLogConsumer(self, group, topics)
+    def consumer(
+        self, group: str, topics: list[str], share: tuple[int, int] = (0, 1)
+    ) -> FileLogConsumer:
+        return FileLogConsumer(self, group, topics, share)
 
 
 class _PartitionWriter:
@@ -311,7 +313,9 @@ class FileLogProducer:
 
 
 class FileLogConsumer:
-    def __init__(self, bus: FileLogBus, group: str, topics: list[str]) -> None:
+    def __init__(
+        self, bus: FileLogBus, group: str, topics: list[str], share: tuple[int, int] = (0, 1)
+    ) -> None:
         self.bus = bus
         self.group = group
         self.topics = topics
@@ -320,6 +324,8 @@ class FileLogConsumer:
         committed = self._load()
         for topic in topics:
             for p in range(bus.partitions(topic)):
+                if p % share[1] != share[0]:
+                    continue
                 hint = committed.get(f"{topic}/{p}")
                 self._positions[(topic, p)] = (
                     self._seek((topic, p), hint["offset"], hint)
@@ -376,20 +382,23 @@ class FileLogConsumer:
         return out
 
     def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        data = self._load()
-        for tp, offset in offsets.items():
-            position = self._positions.get(tp)
-            entry = {"offset": offset}
-            if position is not None and position.offset == offset:
-                entry |= {"segment": position.segment, "byte": position.byte}
-            data[f"{tp[0]}/{tp[1]}"] = entry
         self._offsets_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._offsets_path.with_suffix(f".{os.getpid()}.tmp")
-        with tmp.open("w") as handle:
-            json.dump(data, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(self._offsets_path)
+        # Consumers of one group with different shares commit to the same file.
+        with self._offsets_path.with_suffix(".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = self._load()
+            for tp, offset in offsets.items():
+                position = self._positions.get(tp)
+                entry = {"offset": offset}
+                if position is not None and position.offset == offset:
+                    entry |= {"segment": position.segment, "byte": position.byte}
+                data[f"{tp[0]}/{tp[1]}"] = entry
+            tmp = self._offsets_path.with_suffix(f".{os.getpid()}.tmp")
+            with tmp.open("w") as handle:
+                json.dump(data, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            tmp.replace(self._offsets_path)
 
     def committed(self) -> dict[TopicPartition, int]:
         data = self._load()

@@ -77,8 +77,10 @@ class KafkaBus:
     def producer(self, *, delivery_timeout_s: float) -> KafkaProducer:
         return KafkaProducer(self.address, delivery_timeout_s)
 
-    def consumer(self, group: str, topics: list[str]) -> KafkaConsumer:
-        return KafkaConsumer(self.address, group, topics)
+    def consumer(
+        self, group: str, topics: list[str], share: tuple[int, int] = (0, 1)
+    ) -> KafkaConsumer:
+        return KafkaConsumer(self.address, group, topics, share)
 
 
 class KafkaProducer:
@@ -195,7 +197,9 @@ class KafkaConsumer:
     under the group id, so any Kafka tool sees the group's progress and lag.
     """
 
-    def __init__(self, bootstrap: str, group: str, topics: list[str]) -> None:
+    def __init__(
+        self, bootstrap: str, group: str, topics: list[str], share: tuple[int, int] = (0, 1)
+    ) -> None:
         from confluent_kafka import Consumer
 
         self._consumer = Consumer(
@@ -210,6 +214,7 @@ class KafkaConsumer:
             }
         )
         self._topics = topics
+        self._share = share
         self._bootstrap = bootstrap
         self._assign_from_committed()
 
@@ -268,6 +273,7 @@ class KafkaConsumer:
             KafkaTopicPartition(topic, p)
             for topic in self._topics
             for p in metadata.topics[topic].partitions
+            if p % self._share[1] == self._share[0]
         ]
 
     def committed(self) -> dict[TopicPartition, int]:
@@ -312,46 +318,53 @@ def _read_tails(
     from confluent_kafka import Consumer
     from confluent_kafka import TopicPartition as KafkaTopicPartition
 
-    wanted = {tp: high for tp, high in ends.items() if high > 0}
+    wanted = {tp for tp, high in ends.items() if high > 0}
     last: dict[TopicPartition, bytes] = {}
-    if not wanted:
-        return dict(ends), last
+    if not ends:
+        return {}, last
     probe = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": "fraudctl-end-probe",
             "enable.auto.commit": False,
             "log_level": 3,
+            **CONSUMER_FETCH,
         }
     )
     confirmed = dict(ends)
     try:
-        probe.assign([KafkaTopicPartition(t, p, high - 1) for (t, p), high in wanted.items()])
-        # Once every partition answered, one more round covers a batch that did not fit in
-        # one fetch; records after it are newer data, harmless to count on a live stream.
+        # A partition the broker called empty is read from its start too, in case that
+        # answer was stale.
+        probe.assign([KafkaTopicPartition(t, p, max(high - 1, 0)) for (t, p), high in ends.items()])
+        # Read on until every non-empty partition has answered and then a round brings
+        # nothing new: a stale answer can trail the end by more than one batch.  On a
+        # live stream new records keep coming; what was seen by the deadline will do.
         seen: set[TopicPartition] = set()
-        rounds_after = 0
+        quiet_rounds = 0
         deadline = time.monotonic() + TAIL_PROBE_TIMEOUT_S
-        while rounds_after < 2:
+        while quiet_rounds < 2:
             if time.monotonic() > deadline:
+                if seen >= wanted:
+                    break
                 # An unconfirmed end may be short of the real one by a whole batch: a run
                 # that trusted it would stop early and report success.
-                missing = sorted(set(wanted) - seen)
+                missing = sorted(wanted - seen)
                 raise BackendUnavailable(
                     f"Kafka-API broker at {bootstrap} did not return the last records of "
                     f"{', '.join(f'{t}[{p}]' for t, p in missing)} within "
                     f"{TAIL_PROBE_TIMEOUT_S:.0f} s, so the end of the stream is unknown",
                     hint="is the broker overloaded or down? `fraudctl doctor`, then rerun",
                 )
+            grew = False
             for message in probe.consume(10_000, 0.3):
                 if message.error() is None:
                     tp = (str(message.topic()), int(message.partition() or 0))
                     seen.add(tp)
                     if int(message.offset() or 0) + 1 >= confirmed[tp]:
+                        grew = grew or int(message.offset() or 0) + 1 > confirmed[tp]
                         confirmed[tp] = int(message.offset() or 0) + 1
                         last[tp] = message.value() or b""
-            if seen >= set(wanted):
-                rounds_after += 1
+            quiet_rounds = quiet_rounds + 1 if seen >= wanted and not grew else 0
     finally:
         probe.close()
     return confirmed, last

@@ -35,6 +35,20 @@ def hour_partition(ts: float) -> str:
     return f"date={moment:%Y-%m-%d}/hour={moment:%H}"
 
 
+class HourPartitions:
+    """``hour_partition`` for many timestamps: one string per distinct hour, cached."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, str] = {}
+
+    def of(self, ts: float) -> str:
+        hour = int(ts // 3600)
+        found = self._cache.get(hour)
+        if found is None:
+            found = self._cache[hour] = hour_partition(hour * 3600)
+        return found
+
+
 @dataclass(frozen=True)
 class PlannedFile:
     table: str
@@ -95,7 +109,10 @@ class ParquetStore:
         manifest = posixpath.join(
             self.root, MANIFESTS, topic, f"p{partition}-{first_offset:012d}.json"
         )
-        self._delete(manifest)
+        try:
+            self._delete(manifest)
+        except OSError as exc:
+            raise self._guard("delete", exc) from exc
 
     def _write_table(self, path: str, table: Any) -> None:
         """Readers never see a half-written file: an S3 object appears whole; on a local

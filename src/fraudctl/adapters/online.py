@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import warnings
+import contextlib
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from fraudctl.config import Settings, mask_url
+from fraudctl.config import Settings, environ, mask_url
 from fraudctl.errors import BackendUnavailable
 from fraudctl.feast_repo import (
-    USER_STATE_PUSH,
     USER_STATE_VIEW,
     definitions,
     fingerprint,
@@ -27,6 +29,7 @@ class OnlineState:
         from feast import FeatureStore
 
         self.settings = settings
+        self._handles: tuple[Any, Any] | None = None
         self.where = (
             mask_url(settings.redis_url)
             if settings.online_store == "redis"
@@ -54,25 +57,70 @@ class OnlineState:
             hint="is Redis up? `fraudctl doctor`",
         )
 
-    def _apply_if_changed(self, offline_uri: str) -> None:
+    def _apply_if_changed(self, offline_uri: str, force: bool = False) -> None:
+        """Register the definitions (and create the online tables) when they changed,
+        or when a SQLite online store file is gone."""
         marker = self.settings.home / "feast" / "applied"
         wanted = fingerprint(self.settings, offline_uri)
-        if marker.is_file() and marker.read_text() == wanted:
+        lost = self.settings.online_store == "sqlite" and not Path(self.where).is_file()
+        if not (force or lost) and marker.is_file() and marker.read_text() == wanted:
             return
         self.store.apply(definitions(self.settings, offline_uri))
         marker.write_text(wanted)
 
+    def backfill(self, offline_uri: str, start: datetime, end: datetime) -> None:
+        """Load the newest ``user_state`` snapshot of each user with a state time in
+        [start, end] from the offline store into the online store, through Feast's
+        materialization."""
+        try:
+            self._apply_if_changed(offline_uri, force=True)
+            # Feast reports its progress on stdout, which belongs to --json.
+            with contextlib.redirect_stdout(sys.stderr), self._s3_credentials():
+                self.store.materialize(start, end, feature_views=[USER_STATE_VIEW])
+        except Exception as exc:
+            raise self._unavailable("backfill", exc) from exc
+
+    def _s3_credentials(self) -> contextlib.AbstractContextManager[None]:
+        """Feast's file offline store reads S3 through boto, which takes its keys from
+        the environment: lend it ours for the call, then put back what was there."""
+        if self.settings.offline_store != "s3":
+            return contextlib.nullcontext()
+        return environ(
+            {
+                "AWS_ACCESS_KEY_ID": self.settings.require_secret("s3_access_key"),
+                "AWS_SECRET_ACCESS_KEY": self.settings.require_secret("s3_secret_key"),
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+        )
+
+    def _online(self) -> tuple[Any, Any]:
+        """Feast's online store for the active profile and the user_state view: reads and
+        writes go through its ``online_read`` / ``online_write_batch`` (what
+        ``get_online_features`` and ``push`` call underneath, without building data
+        frames and responses per call)."""
+        if self._handles is None:
+            from feast.infra.online_stores.helpers import get_online_store_from_config
+
+            view = self.store.get_feature_view(USER_STATE_VIEW)
+            self._handles = (get_online_store_from_config(self.store.config.online_store), view)
+        return self._handles
+
     def read(self, user_ids: list[str]) -> dict[str, UserWindow]:
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
         windows: dict[str, UserWindow] = {}
         try:
-            warnings.filterwarnings("ignore", message="Discarding nonzero nanoseconds")
+            online, view = self._online()
             for start in range(0, len(user_ids), READ_CHUNK):
                 chunk = user_ids[start : start + READ_CHUNK]
-                result = self.store.get_online_features(
-                    features=[f"{USER_STATE_VIEW}:window"],
-                    entity_rows=[{"user_id": user} for user in chunk],
-                ).to_dict()
-                for user, text in zip(result["user_id"], result["window"], strict=True):
+                keys = [
+                    EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=user)])
+                    for user in chunk
+                ]
+                rows = online.online_read(self.store.config, view, keys, ["window"])
+                for user, (_ts, values) in zip(chunk, rows, strict=True):
+                    text = values["window"].string_val if values and "window" in values else None
                     windows[user] = UserWindow.from_json(text)
         except BackendUnavailable:
             raise
@@ -83,10 +131,27 @@ class OnlineState:
     def write(self, windows: dict[str, UserWindow]) -> None:
         if not windows:
             return
-        from feast.data_source import PushMode
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
 
+        created = datetime.now(UTC)
+        rows = []
+        for user, window in windows.items():
+            newest = window.newest or 0.0
+            rows.append(
+                (
+                    EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=user)]),
+                    {
+                        "window": Value(string_val=window.to_json()),
+                        "newest_ts": Value(double_val=newest),
+                    },
+                    datetime.fromtimestamp(newest, UTC),
+                    created,
+                )
+            )
         try:
-            self.store.push(USER_STATE_PUSH, state_frame(windows), to=PushMode.ONLINE)
+            online, view = self._online()
+            online.online_write_batch(self.store.config, view, rows, None)
         except Exception as exc:
             raise self._unavailable("write", exc) from exc
 
@@ -103,5 +168,8 @@ def state_frame(windows: dict[str, UserWindow]) -> Any:
             "window": [windows[u].to_json() for u in users],
             "newest_ts": newest,
             "state_ts": pd.to_datetime(newest, unit="s", utc=True),
+            # Breaks ties between snapshots of one state time (a late event changes the
+            # window without moving its newest event): the later write wins.
+            "created_ts": pd.Timestamp.now(tz="UTC"),
         }
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -44,6 +45,32 @@ def materialize(
         ),
     ] = False,
     freshness_slo: Annotated[float, typer.Option(min=0, help="Seconds.")] = 120.0,
+    backfill: Annotated[
+        tuple[str, str] | None,
+        typer.Option(
+            metavar="START END",
+            help="Only rebuild the online store from the offline user_state snapshots with "
+            "a state time in [START, END] (ISO-8601 UTC or YYYY-MM-DD), through Feast's "
+            "materialization: the recovery path after losing Redis.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Batch: processes, each owning a share of the partitions (default: the "
+            "cores, up to 4, on Kafka; 1 on the embedded bus).",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            min=100,
+            max=1_000_000,
+            help="Records per batch: one poll, one durable flush and one commit.",
+        ),
+    ] = 50_000,
     as_json: JsonOption = False,
 ) -> None:
     """Consume transactions and labels, validate, dead-letter, deduplicate, compute
@@ -55,51 +82,135 @@ def materialize(
     unavailable (nothing past the last durable write is committed: a rerun completes
     the work).
     """
+    import os
+
     from fraudctl.adapters.bus import open_bus, stream_topics
-    from fraudctl.adapters.dedupe import open_dedupe
     from fraudctl.adapters.offline import open_offline
     from fraudctl.adapters.online import OnlineState
-    from fraudctl.services.materialize import Materializer, MaterializeTopics
+    from fraudctl.errors import ExitCode, UsageError
+    from fraudctl.services.materialize import open_materializer
 
     settings = state_of(ctx).settings
+    if backfill is not None:
+        _backfill(settings, backfill, as_json)
+        return
     bus = open_bus(settings)
     bus.ensure_topics(stream_topics(settings), settings.topic_partitions)
     if check_freshness:
         _check_freshness(bus, settings, freshness_slo, as_json)
         return
+    if follow and workers not in (None, 1):
+        raise UsageError(
+            "--follow runs one process (it serves one metrics endpoint)",
+            hint="drop --workers, or run one --follow per share of the partitions",
+        )
+    if workers is None:  # auto: the embedded bus and SQLite stores gain nothing from more
+        workers = 1 if settings.bus == "filelog" or follow else min(os.cpu_count() or 1, 4)
+    if settings.offline_store == "s3":
+        from fraudctl.adapters.probes import ensure_bucket
+
+        ensure_bucket(settings)
     offline = open_offline(settings)
     with err_console.status("opening the feature store…"):
-        online = OnlineState(settings, offline.uri)
-    consumer = bus.consumer(
-        settings.consumer_group, [settings.topic_transactions, settings.topic_labels]
-    )
-    dlq = bus.producer(delivery_timeout_s=30)
-    topics = MaterializeTopics(
-        settings.topic_transactions, settings.topic_labels, settings.topic_dlq
-    )
-    materializer = Materializer(consumer, dlq, offline, online, open_dedupe(settings), topics)
-    try:
+        online = OnlineState(settings, offline.uri)  # applies changed definitions, once
+    with GracefulStop() as stop:
         if follow:
-            summary = _follow(materializer, flush_interval, metrics_port)
+            materializer = open_materializer(settings, online, batch_size=batch_size)
+            try:
+                summary = _follow(materializer, flush_interval, metrics_port, stop.requested)
+            finally:
+                materializer.close()
         else:
-            with err_console.status("materializing…") as status:
-                summary = materializer.run_to_end(
-                    max_events,
-                    on_progress=lambda s: status.update(
-                        f"materializing… {s.events_read:,} events, {s.batches} batches"
-                    ),
-                )
-    finally:
-        consumer.close()
-        dlq.close()
-    result = summary.as_dict() | {
+            summary = _batch(settings, online, workers, max_events, batch_size, stop.requested)
+    _report(summary.as_dict(), offline, online, as_json)
+    if stop.requested() and not follow:
+        # What was processed is committed; the rest waits for the next run.
+        raise typer.Exit(ExitCode.INTERRUPTED)
+
+
+def _report(result: dict[str, Any], offline: Any, online: Any, as_json: bool) -> None:
+    """A run's summary with where it wrote, as JSON or a table."""
+    result = result | {
         "offline": offline.uri,
-        "online": f"{settings.online_store} ({online.where})",
+        "online": f"{online.settings.online_store} ({online.where})",
     }
     if as_json:
         print_json(result)
     else:
         console.print(key_values({k.replace("_", " "): v for k, v in result.items()}))
+
+
+def _batch(
+    settings: Any,
+    online: Any,
+    workers: int,
+    max_events: int | None,
+    batch_size: int,
+    should_stop: Callable[[], bool],
+) -> Any:
+    from fraudctl.services.materialize import materialize_in_workers, open_materializer
+
+    with err_console.status("materializing…") as status:
+
+        def progress(s: Any) -> None:
+            status.update(f"materializing… {s.events_read:,} events, {s.batches} batches")
+
+        if workers > 1:
+            return materialize_in_workers(
+                settings,
+                workers,
+                max_events,
+                batch_size=batch_size,
+                should_stop=should_stop,
+                on_progress=progress,
+            )
+        materializer = open_materializer(settings, online, batch_size=batch_size)
+        try:
+            return materializer.run_to_end(max_events, progress, should_stop)
+        finally:
+            materializer.close()
+
+
+def _backfill(settings: Any, bounds: tuple[str, str], as_json: bool) -> None:
+    from fraudctl.adapters.dedupe import open_dedupe
+    from fraudctl.adapters.offline import open_offline
+    from fraudctl.adapters.online import OnlineState
+    from fraudctl.errors import UsageError
+    from fraudctl.services.materialize import backfill
+
+    start, end = _backfill_bound("START", bounds[0]), _backfill_bound("END", bounds[1])
+    if end < start:
+        raise UsageError(
+            f"--backfill: END {bounds[1]} is before START {bounds[0]}",
+            hint="give the earlier time first",
+        )
+    offline = open_offline(settings)
+    with err_console.status("rebuilding the online store from offline snapshots…"):
+        online = OnlineState(settings, offline.uri)
+        summary = backfill(offline, online, open_dedupe(settings), start, end)
+    _report(summary.as_dict(), offline, online, as_json)
+
+
+def _backfill_bound(name: str, text: str) -> Any:
+    """ISO-8601 UTC, or a bare date meaning its midnight UTC (START) / end of day (END)."""
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    from fraudctl.contract import parse_utc_timestamp
+    from fraudctl.errors import UsageError
+
+    if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+        try:
+            day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError as exc:
+            raise UsageError(f"--backfill {name} {text!r} is not a date ({exc})") from exc
+        return day if name == "START" else day + timedelta(days=1, microseconds=-1)
+    try:
+        return parse_utc_timestamp(text)
+    except ValueError as exc:
+        raise UsageError(
+            f"--backfill {name} {text!r} {exc}", hint="or give a date: YYYY-MM-DD"
+        ) from exc
 
 
 def _check_freshness(bus: Any, settings: Any, slo_s: float, as_json: bool) -> None:
@@ -121,7 +232,12 @@ def _check_freshness(bus: Any, settings: Any, slo_s: float, as_json: bool) -> No
         raise typer.Exit(ExitCode.REFUSED)
 
 
-def _follow(materializer: Materializer, flush_interval: float, metrics_port: int) -> Any:
+def _follow(
+    materializer: Materializer,
+    flush_interval: float,
+    metrics_port: int,
+    should_stop: Callable[[], bool],
+) -> Any:
     import time
 
     from fraudctl.observability import MaterializeMetrics
@@ -149,8 +265,7 @@ def _follow(materializer: Materializer, flush_interval: float, metrics_port: int
                 end="\r",
             )
 
-    with GracefulStop() as stop:
-        summary = materializer.run_follow(stop.requested, flush_interval, progress)
+    summary = materializer.run_follow(should_stop, flush_interval, progress)
     metrics.update(summary)
     return summary
 

@@ -4,10 +4,7 @@ delayed labels and (on demand) deliberately invalid records."""
 from __future__ import annotations
 
 import math
-import multiprocessing
-import queue
 import random
-import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -276,52 +273,18 @@ def produce_in_workers(
         return produce(
             open_producer(), options, plan, should_stop=should_stop, on_progress=on_progress
         )
-    # spawn, not fork: the caller may hold threads (librdkafka's, a test runner's) whose
-    # state a forked child would inherit half-copied, and crash on at its first GC.
-    context = multiprocessing.get_context("spawn")
-    stop = context.Event()
-    reports: multiprocessing.Queue[tuple[int, str, Any]] = context.Queue()
-    grid_rate = plan.rate if plan.rate > 0 else NOMINAL_RATE
-    processes = [
-        context.Process(
-            target=_worker,
-            args=(k, workers, open_producer, options, plan, grid_rate, stop, reports),
-            daemon=True,
-        )
-        for k in range(workers)
-    ]
-    for process in processes:
-        process.start()
-    latest = {k: ProduceSummary() for k in range(workers)}
-    done: set[int] = set()
-    errors: list[str] = []
-    while len(done) < workers:
-        if should_stop():
-            stop.set()
-        try:
-            k, kind, data = reports.get(timeout=0.25)
-        except queue.Empty:
-            for k, process in enumerate(processes):
-                if k not in done and not process.is_alive() and reports.empty():
-                    done.add(k)
-                    errors.append(f"worker {k} exited with code {process.exitcode}")
-            continue
-        if kind == "error":
-            done.add(k)
-            errors.append(str(data))
-            stop.set()
-            continue
-        latest[k] = ProduceSummary(**data)
-        if kind == "final":
-            done.add(k)
-        on_progress(merge_summaries(list(latest.values())), "producing")
-    for process in processes:
-        process.join(timeout=10)
-    if errors:
-        from fraudctl.errors import BackendUnavailable
+    from fraudctl.workers import run_workers
 
-        raise BackendUnavailable("; ".join(errors))
-    return merge_summaries(list(latest.values()))
+    grid_rate = plan.rate if plan.rate > 0 else NOMINAL_RATE
+    finals = run_workers(
+        _worker,
+        [(workers, open_producer, options, plan, grid_rate) for _ in range(workers)],
+        should_stop=should_stop,
+        on_report=lambda latest: on_progress(
+            merge_summaries([ProduceSummary(**d) for d in latest.values()]), "producing"
+        ),
+    )
+    return merge_summaries([ProduceSummary(**d) for d in finals.values()])
 
 
 def _worker(
@@ -331,30 +294,27 @@ def _worker(
     options: GeneratorOptions,
     plan: ProducePlan,
     grid_rate: float,
+    *,
     stop: Any,
-    reports: Any,
+    report: Callable[[str, Any], None],
 ) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    try:
-        share = None
-        if plan.count is not None:
-            share = plan.count // count + (1 if index < plan.count % count else 0)
-        worker_plan = replace(plan, rate=plan.rate / count, count=share)
-        producer = open_producer()
-        summary = _Run(
-            producer,
-            options,
-            worker_plan,
-            Clock(),
-            stop.is_set,
-            lambda s, _m: reports.put((index, "progress", s.as_dict())),
-            shard=(index, count),
-            grid_rate=grid_rate,
-        ).run()
-        producer.close()
-        reports.put((index, "final", summary.as_dict()))
-    except Exception as exc:  # reported to the parent, which maps it to an exit code
-        reports.put((index, "error", f"worker {index}: {exc}"))
+    share = None
+    if plan.count is not None:
+        share = plan.count // count + (1 if index < plan.count % count else 0)
+    worker_plan = replace(plan, rate=plan.rate / count, count=share)
+    producer = open_producer()
+    summary = _Run(
+        producer,
+        options,
+        worker_plan,
+        Clock(),
+        stop.is_set,
+        lambda s, _m: report("progress", s.as_dict()),
+        shard=(index, count),
+        grid_rate=grid_rate,
+    ).run()
+    producer.close()
+    report("final", summary.as_dict())
 
 
 COUNTS = (

@@ -149,6 +149,51 @@ def ports_of(name: str, port: int) -> list[int]:
     return [port]
 
 
+def free_ports(names: tuple[str, ...], low: int = 20000, high: int = 45000) -> dict[str, int]:
+    """A free loopback port per service (with every extra port it binds), none shared."""
+    import random
+
+    rng = random.Random()
+    taken: set[int] = set()
+    ports: dict[str, int] = {}
+    for name in names:
+        for _ in range(500):
+            port = rng.randrange(low, high)
+            wanted = ports_of(name, port)
+            if not taken.intersection(wanted) and all(port_is_free(p) for p in wanted):
+                taken.update(wanted)
+                ports[name] = port
+                break
+        else:
+            raise BackendUnavailable("no free loopback ports", hint="stop what holds them")
+    return ports
+
+
+def private_stack_env(home: Path, names: tuple[str, ...] = SERVICES) -> dict[str, str]:
+    """``FRAUDCTL_*`` settings of a throwaway native stack: the stack profile on free
+    loopback ports, in its own home, with freshly generated secrets (tests, benchmarks)."""
+    import secrets
+
+    ports = free_ports(names)
+    env = {
+        "FRAUDCTL_PROFILE": "stack",
+        "FRAUDCTL_HOME": str(home),
+        "FRAUDCTL_S3_ACCESS_KEY": "ak" + secrets.token_hex(8),
+        "FRAUDCTL_S3_SECRET_KEY": "sk" + secrets.token_hex(16),
+        "FRAUDCTL_REDIS_PASSWORD": "rp" + secrets.token_hex(12),
+    }
+    urls = {
+        "kafka": ("FRAUDCTL_KAFKA_BOOTSTRAP", "{}:{}"),
+        "redis": ("FRAUDCTL_REDIS_URL", "redis://{}:{}/0"),
+        "s3": ("FRAUDCTL_S3_ENDPOINT", "http://{}:{}"),
+        "mlflow": ("FRAUDCTL_MLFLOW_URI", "http://{}:{}"),
+    }
+    for name, port in ports.items():
+        key, form = urls[name]
+        env[key] = form.format(LOOPBACK, port)
+    return env
+
+
 # -- binaries -------------------------------------------------------------------------
 
 

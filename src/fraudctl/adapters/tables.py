@@ -1,0 +1,62 @@
+"""Arrow schemas and builders of the offline tables (one definition, used by every
+writer, so every file of a table has the same column types)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fraudctl.contract import LabelRecord, Transaction
+from fraudctl.features import FEATURE_NAMES
+from fraudctl.ports import Record
+
+
+def _timestamp() -> Any:
+    import pyarrow as pa
+
+    return pa.timestamp("us", tz="UTC")
+
+
+def events_table(events: Sequence[Transaction], records: Sequence[Record]) -> Any:
+    """Raw accepted events with where they were read from."""
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "event_id": pa.array([e.event_id for e in events], pa.string()),
+            "user_id": pa.array([e.user_id for e in events], pa.string()),
+            "transaction_amount": pa.array([e.transaction_amount for e in events], pa.float64()),
+            "country": pa.array([e.country for e in events], pa.string()),
+            "device": pa.array([e.device for e in events], pa.string()),
+            "event_ts": pa.array([e.event_ts for e in events], _timestamp()),
+            "origin_partition": pa.array([r.partition for r in records], pa.int64()),
+            "origin_offset": pa.array([r.offset for r in records], pa.int64()),
+        }
+    )
+
+
+def features_table(rows: Sequence[dict[str, Any]], events: Sequence[Transaction]) -> Any:
+    """One row per event: its features as of its own time (``event_timestamp``)."""
+    import pyarrow as pa
+
+    columns: dict[str, Any] = {
+        "event_id": pa.array([r["event_id"] for r in rows], pa.string()),
+        "user_id": pa.array([r["user_id"] for r in rows], pa.string()),
+    }
+    for name in FEATURE_NAMES:
+        columns[name] = pa.array([r[name] for r in rows], pa.float64())
+    columns["event_timestamp"] = pa.array([e.event_ts for e in events], _timestamp())
+    return pa.table(columns)
+
+
+def labels_table(labels: Sequence[LabelRecord]) -> Any:
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "event_id": pa.array([x.event_id for x in labels], pa.string()),
+            "label": pa.array([x.label for x in labels], pa.int64()),
+            "event_ts": pa.array([x.event_ts for x in labels], _timestamp()),
+            "label_ts": pa.array([x.label_ts for x in labels], _timestamp()),
+        }
+    )

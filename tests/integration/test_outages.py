@@ -1,0 +1,145 @@
+"""`fraudctl materialize` when the S3 server or Redis stops answering mid-run.
+
+These freeze a service (SIGSTOP: it holds its connections but answers nothing, the
+hardest kind of outage to notice) of a private stack, so the shared one is untouched.
+Batch mode must exit 3 naming the service, commit no offset past what was durably
+written, and a rerun once the service is back must complete the work exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fraudctl.adapters.bus import open_bus
+from fraudctl.adapters.offline import open_offline
+from fraudctl.cli.main import main
+from fraudctl.config import environ, load_settings
+from fraudctl.ports import TopicPartition
+from fraudctl.stack.native import StackState, private_stack_env
+from tests.conftest import RunCli
+from tests.integration.test_materialize import (
+    assert_each_event_once_offline_and_online,
+    materialize,
+    produce,
+)
+
+EVENTS = 40_000
+FRAUDCTL = [sys.executable, "-m", "fraudctl"]
+
+
+@pytest.fixture(scope="module")
+def outage_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    home: Path = tmp_path_factory.mktemp("outage-stack")
+    env = private_stack_env(home, ("kafka", "s3", "redis"))
+    only = [arg for name in ("kafka", "s3", "redis") for arg in ("--only", name)]
+    with environ(env):
+        code = main(["stack", "up", "--native", *only, "--json"])
+    try:
+        assert code == 0, "the outage stack did not start; see the logs under " + str(home)
+        yield env
+    finally:
+        with environ(env):
+            main(["stack", "down", "--native", "--json"])
+
+
+@pytest.fixture
+def corner(
+    outage_stack: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:8]
+    env = outage_stack | {
+        "FRAUDCTL_TOPIC_TRANSACTIONS": f"tx-{suffix}",
+        "FRAUDCTL_TOPIC_LABELS": f"labels-{suffix}",
+        "FRAUDCTL_TOPIC_DLQ": f"dlq-{suffix}",
+        "FRAUDCTL_CONSUMER_GROUP": f"materialize-{suffix}",
+        "FRAUDCTL_S3_BUCKET": f"out-{suffix}",
+        "FRAUDCTL_HOME": str(tmp_path / "home"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    env["STACK_HOME"] = outage_stack["FRAUDCTL_HOME"]
+    from fraudctl.adapters.probes import redis_client
+
+    redis_client(load_settings().settings).flushdb()
+    return env
+
+
+def outage_stack_env(corner: dict[str, str]) -> dict[str, str]:
+    """The settings under which the private stack recorded its processes."""
+    return corner | {"FRAUDCTL_HOME": corner["STACK_HOME"]}
+
+
+def committed() -> dict[TopicPartition, int]:
+    settings = load_settings().settings
+    consumer = open_bus(settings).consumer(settings.consumer_group, [settings.topic_transactions])
+    try:
+        return consumer.committed()
+    finally:
+        consumer.close()
+
+
+def offline_offsets() -> dict[int, set[int]]:
+    """Per partition of the transactions topic, the offsets the offline store holds."""
+    table = open_offline(load_settings().settings).read("events")
+    held: dict[int, set[int]] = {}
+    for partition, offset in zip(
+        table.column("origin_partition").to_pylist(),
+        table.column("origin_offset").to_pylist(),
+        strict=True,
+    ):
+        held.setdefault(partition, set()).add(offset)
+    return held
+
+
+@pytest.mark.parametrize("service", ["s3", "redis"])
+def test_a_frozen_service_stops_the_run_and_a_rerun_completes_it(
+    corner: dict[str, str], cli: RunCli, service: str
+) -> None:
+    produce(cli, "--count", str(EVENTS), "--seed", "21", "--users", "3000")
+    proc = subprocess.Popen(
+        # Small batches: many commits, so the outage lands in the middle of the run.
+        [*FRAUDCTL, "materialize", "--workers", "1", "--batch-size", "4000", "--json"],
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with environ(outage_stack_env(corner)):
+        pid = StackState.load(load_settings().settings).services[service].pid
+    try:
+        deadline = time.monotonic() + 120
+        while not any(committed().values()):  # mid-run: after a first commit
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no batch was committed within 120 s"
+            time.sleep(0.2)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            _out, err = proc.communicate(timeout=180)
+            assert proc.returncode == 3, err
+            assert {"s3": "offline store", "redis": "Redis"}[service] in err
+            at_failure = committed()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    # Nothing was committed past what the offline store holds.
+    held = offline_offsets()
+    for (_topic, partition), offset in at_failure.items():
+        missing = set(range(offset)) - held.get(partition, set())
+        assert not missing, f"partition {partition}: committed {offset}, not stored {missing}"
+    assert sum(at_failure.values()) < EVENTS, "the outage came too late to test anything"
+
+    final = materialize(cli)
+    assert final["events_read"] == EVENTS - sum(at_failure.values())
+    assert_each_event_once_offline_and_online(EVENTS, final)

@@ -97,9 +97,12 @@ def _not_in_future(value: object, info: ValidationInfo) -> datetime:
     """Parse, then judge "in the future" against the clock in the validation context."""
     moment = parse_utc_timestamp(value)
     context = info.context or {}
-    # "now" (a datetime) lets a hot loop read the clock once per batch, not per record.
-    now = context["now"] if "now" in context else context.get("clock", system_clock)()
-    if moment > now + MAX_FUTURE_SKEW:
+    # "latest" (a datetime) lets a hot loop read the clock once per batch, not per record.
+    latest = context.get("latest")
+    if latest is None:
+        latest = context.get("clock", system_clock)() + MAX_FUTURE_SKEW
+    if moment > latest:
+        now = latest - MAX_FUTURE_SKEW
         raise ValueError(
             f"is {(moment - now).total_seconds():.0f} s in the future "
             f"(at most {MAX_FUTURE_SKEW.total_seconds():.0f} s allowed)"
@@ -230,15 +233,25 @@ def validate_record(obj: object, *, clock: Clock = system_clock) -> Verdict:
         return Verdict(None, _violations(exc))
 
 
-def validate_bytes(raw: bytes, *, clock: Clock = system_clock) -> Verdict:
+def validate_bytes(
+    raw: bytes, *, clock: Clock = system_clock, now: datetime | None = None
+) -> Verdict:
     """Judge one raw message or line: undecodable bytes and bad JSON are violations too.
 
     The common case (a valid record) is parsed and validated in one pass by pydantic's
     JSON parser; anything it refuses is judged again step by step, so the reasons given
     for bad data name the first thing wrong (not UTF-8, not JSON, not an object, fields).
+    ``now``, when given, is the time "in the future" is judged against (a caller
+    validating many records reads the clock once).
     """
+    if now is not None:
+        fixed = now
+        clock = lambda: fixed  # noqa: E731
+        context: dict[str, Any] = {"latest": now + MAX_FUTURE_SKEW}
+    else:
+        context = {"clock": clock}
     try:
-        return Verdict(Transaction.model_validate_json(raw, context={"clock": clock}), ())
+        return Verdict(Transaction.model_validate_json(raw, context=context), ())
     except ValidationError:
         pass
     try:

@@ -68,26 +68,33 @@ def compute_features(history: Sequence[Txn], event: Txn) -> dict[str, float]:
     ``history`` may hold events at or after ``event.ts`` (late or replayed data): only
     those strictly before it count.
     """
+    if isinstance(history, UserWindow):
+        times, amounts = history.times, history.amounts
+        countries, devices = history.countries, history.devices
+    else:
+        times = [h.ts for h in history]
+        amounts = [h.amount for h in history]
+        countries = [h.country for h in history]
+        devices = [h.device for h in history]
     t = event.ts
-    times = [h.ts for h in history] if not isinstance(history, UserWindow) else history.times
     end = bisect.bisect_left(times, t)  # first index with ts >= t: excluded
     start_day = bisect.bisect_left(times, t - DAY, 0, end)
     start_hour = bisect.bisect_left(times, t - HOUR, start_day, end)
-    day = history[start_day:end]
-    count_day = len(day)
-    amount_sum = sum(h.amount for h in day)
+    count_day = end - start_day
+    # Slices of plain lists: summed and counted in C, in time order.
+    amount_sum = sum(amounts[start_day:end])
     average = amount_sum / count_day if count_day else 0.0
-    countries = {h.country for h in day}
-    devices = {h.device for h in day}
+    day_countries = set(countries[start_day:end])
+    day_devices = set(devices[start_day:end])
     return {
         "txn_count_1h": float(end - start_hour),
         "amount_sum_24h": amount_sum,
         "amount_avg_24h": average,
-        "distinct_countries_24h": float(len(countries)),
-        "distinct_devices_24h": float(len(devices)),
+        "distinct_countries_24h": float(len(day_countries)),
+        "distinct_devices_24h": float(len(day_devices)),
         "seconds_since_last_txn": t - times[end - 1] if end else -1.0,
-        "country_seen_24h": 1.0 if event.country in countries else 0.0,
-        "device_seen_24h": 1.0 if event.device in devices else 0.0,
+        "country_seen_24h": 1.0 if event.country in day_countries else 0.0,
+        "device_seen_24h": 1.0 if event.device in day_devices else 0.0,
         "amount_to_avg_24h": event.amount / max(average, MIN_AVERAGE) if count_day else 0.0,
     }
 
@@ -98,6 +105,10 @@ class UserWindow(Sequence[Txn]):
 
     events: list[Txn] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
+    # Columns of ``events`` (what the features aggregate), kept in step with it.
+    amounts: list[float] = field(default_factory=list, repr=False, compare=False)
+    countries: list[str] = field(default_factory=list, repr=False, compare=False)
+    devices: list[str] = field(default_factory=list, repr=False, compare=False)
     # The JSON form, kept until the window changes (written online and to snapshots).
     _json: str | None = field(default=None, repr=False, compare=False)
 
@@ -105,6 +116,9 @@ class UserWindow(Sequence[Txn]):
         if len(self.times) != len(self.events):
             self.events.sort()
             self.times = [e.ts for e in self.events]
+        self.amounts = [e.amount for e in self.events]
+        self.countries = [e.country for e in self.events]
+        self.devices = [e.device for e in self.events]
 
     def __len__(self) -> int:
         return len(self.events)
@@ -131,6 +145,9 @@ class UserWindow(Sequence[Txn]):
         index = bisect.bisect_right(self.times, txn.ts)
         self.times.insert(index, txn.ts)
         self.events.insert(index, txn)
+        self.amounts.insert(index, txn.amount)
+        self.countries.insert(index, txn.country)
+        self.devices.insert(index, txn.device)
         self._json = None
         self.prune()
         return True
@@ -145,8 +162,8 @@ class UserWindow(Sequence[Txn]):
             return
         keep_from = bisect.bisect_left(self.times, self.times[-1] - DAY - ALLOWED_LATENESS_S)
         if keep_from:
-            del self.times[:keep_from]
-            del self.events[:keep_from]
+            for column in (self.times, self.events, self.amounts, self.countries, self.devices):
+                del column[:keep_from]
             self._json = None
 
     def features(self, event: Txn) -> dict[str, float]:

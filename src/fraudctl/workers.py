@@ -15,8 +15,10 @@ Ctrl-C reaches the parent only, which sets ``stop`` for every worker.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -32,9 +34,15 @@ class WorkerFailed(FraudctlError):
 
 
 def worker_main(
-    target: Callable[..., None], index: int, args: tuple[Any, ...], stop: Any, reports: Any
+    target: Callable[..., None],
+    index: int,
+    args: tuple[Any, ...],
+    stop: Any,
+    reports: Any,
+    parent: int,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    _die_with(parent)
 
     def report(kind: str, data: Any) -> None:
         reports.put((index, kind, data))
@@ -45,6 +53,18 @@ def worker_main(
         report("error", (f"worker {index}: {exc.message}", int(exc.exit_code), exc.hint))
     except Exception as exc:  # a bug: exit 1 with what happened
         report("error", (f"worker {index}: {type(exc).__name__}: {exc}", int(ExitCode.BUG), None))
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this worker when its parent dies, even by SIGKILL: an
+    orphaned worker would go on writing beside the next run's workers."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
 
 
 def run_workers(
@@ -64,7 +84,9 @@ def run_workers(
     stop = context.Event()
     reports: multiprocessing.Queue[tuple[int, str, Any]] = context.Queue()
     processes = [
-        context.Process(target=worker_main, args=(target, k, a, stop, reports), daemon=True)
+        context.Process(
+            target=worker_main, args=(target, k, a, stop, reports, os.getpid()), daemon=True
+        )
         for k, a in enumerate(args)
     ]
     for process in processes:

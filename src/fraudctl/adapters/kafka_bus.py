@@ -240,9 +240,11 @@ class KafkaConsumer:
             if message.error() is not None:
                 continue
             _kind, timestamp = message.timestamp()
-            raw_headers = message.headers() or []
-            pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
-            headers = {str(k): v for k, v in pairs if isinstance(v, bytes)}
+            raw_headers = message.headers()
+            # A consumer gets header values as bytes (or None for a header without one).
+            headers = cast(dict[str, bytes], dict(raw_headers)) if raw_headers else {}
+            if None in headers.values():  # a header without a value
+                headers = {k: v for k, v in headers.items() if v is not None}
             out.append(
                 Record(
                     str(message.topic()),

@@ -299,7 +299,7 @@ class Materializer:
                     self._dead_letter(record, f"label: {exc}".splitlines()[0])
                 continue
             summary.events_read += 1
-            verdict = validate_bytes(record.value, clock=lambda: now)
+            verdict = validate_bytes(record.value, now=now)
             if verdict.record is None:
                 self._dead_letter(record, "; ".join(str(v) for v in verdict.violations))
                 continue
@@ -347,7 +347,9 @@ class Materializer:
             event = item.event
             ts = event.event_ts.timestamp()
             txn = Txn(ts, event.transaction_amount, event.country, event.device, event.event_id)
-            window = windows.setdefault(event.user_id, UserWindow())
+            window = windows.get(event.user_id)
+            if window is None:
+                window = windows[event.user_id] = UserWindow()
             rows.append(
                 {"event_id": event.event_id, "user_id": event.user_id, "event_ts": ts}
                 | window.features(txn)

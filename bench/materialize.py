@@ -10,7 +10,7 @@ N transactions and their labels with `fraudctl produce`, then in one run:
    deduplicate, compute features, Parquet to S3, windows to Redis through Feast, commit);
    events/s as the command reports it (from its first poll to its last commit) and
    also including process start-up;
-3. follow: `fraudctl materialize --follow --flush-interval 1` on fresh topics while
+3. follow: `fraudctl materialize --follow` (default flush interval) on fresh topics while
    `fraudctl produce --rate 1000 --duration D` publishes; freshness per event (online
    write time minus event time) from the follower's Prometheus histogram, p50/p95
    interpolated within buckets as Prometheus' ``histogram_quantile`` does, and the exact
@@ -129,8 +129,6 @@ def follow_freshness(env: dict[str, str], seconds: int, rate: int) -> dict[str, 
             "fraudctl",
             "materialize",
             "--follow",
-            "--flush-interval",
-            "1",
             "--metrics-port",
             str(port),
             "--json",

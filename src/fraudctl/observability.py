@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from fraudctl.services.materialize import MaterializeSummary
 
 # Buckets that resolve a sub-second p95 and still show minutes of lag.
-FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 2, 5, 10, 30, 60, 120, 300, 600)
+FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 5, 10, 30, 60, 120, 300, 600)
 
 
 class MaterializeMetrics:

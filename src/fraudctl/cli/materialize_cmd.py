@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,6 +17,8 @@ from fraudctl.cli.common import (
     print_json,
     state_of,
 )
+
+LAG_REFRESH_S = 10.0
 
 if TYPE_CHECKING:
     from fraudctl.services.materialize import Materializer
@@ -238,8 +241,6 @@ def _follow(
     metrics_port: int,
     should_stop: Callable[[], bool],
 ) -> Any:
-    import time
-
     from fraudctl.observability import MaterializeMetrics
 
     metrics = MaterializeMetrics()
@@ -249,15 +250,24 @@ def _follow(
     materializer.on_online_write = lambda accepted, now: metrics.observe_writes(
         (a.event.event_ts.timestamp() for a in accepted), now
     )
-    last_lag = [0.0]
+    import threading
+
+    done = threading.Event()
+
+    def refresh_lag() -> None:
+        # Off the reading thread: asking the broker for every partition's end takes a
+        # round trip each, which would hold up the events waiting behind it.
+        while True:
+            with contextlib.suppress(Exception):  # a gauge, not the job: try again later
+                ends = materializer.consumer.end_offsets(exact=False)
+                metrics.set_lag(ends, dict(materializer.read_positions))
+            if done.wait(LAG_REFRESH_S):
+                return
+
+    threading.Thread(target=refresh_lag, name="consumer-lag", daemon=True).start()
 
     def progress(summary: Any) -> None:
         metrics.update(summary)
-        if time.monotonic() - last_lag[0] > 10:
-            last_lag[0] = time.monotonic()
-            metrics.set_lag(
-                materializer.consumer.end_offsets(exact=False), materializer.read_positions
-            )
         if err_console.is_terminal:
             err_console.print(
                 f"{summary.events_read:,} events, {summary.dead_lettered:,} dead-lettered, "
@@ -265,7 +275,10 @@ def _follow(
                 end="\r",
             )
 
-    summary = materializer.run_follow(should_stop, flush_interval, progress)
+    try:
+        summary = materializer.run_follow(should_stop, flush_interval, progress)
+    finally:
+        done.set()
     metrics.update(summary)
     return summary
 

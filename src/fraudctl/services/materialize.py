@@ -44,6 +44,7 @@ ONLINE_NEWEST_MARK = "online_newest_event_ts"
 FRESHNESS_SLO_S = 120.0
 WINDOW_CACHE_USERS = 500_000
 ORIGIN_CACHE_IDS = 2_000_000
+FOLLOW_POLL_S = 0.05  # --follow: longest wait for more records before handling those in hand
 IDLE_GIVE_UP_S = 30.0  # nothing more arrives although the end said so
 
 
@@ -261,7 +262,7 @@ class Materializer:
         started = last_flush = time.monotonic()
         self.read_positions.update(self.consumer.committed())
         while not should_stop():
-            records = self.consumer.poll(self.batch_size, 0.1)
+            records = self.consumer.poll(self.batch_size, FOLLOW_POLL_S)
             if records:
                 self.ingest(records)
                 on_progress(self.summary)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from fraudctl.contract import Transaction
+from fraudctl.contract import MAX_FUTURE_SKEW, Transaction
 from fraudctl.generator import (
     Event,
     GeneratorOptions,
@@ -42,7 +42,7 @@ class ProducePlan:
     duration: float | None
     label_delay: float
     invalid_rate: float
-    start: float  # event time of the first event, seconds since the epoch
+    start: float | None  # event time of the first event (epoch s); None: when the run begins
     topic_transactions: str
     topic_labels: str
     delivery_timeout_s: float
@@ -72,11 +72,12 @@ class ProduceSummary:
         return asdict(self)
 
 
-def default_start(rate: float, count: int | None, now: float) -> float:
-    """Paced runs stamp events with the time they are due; `--rate 0` runs lay their
-    events on a NOMINAL_RATE grid that ends now, so no timestamp is in the future."""
+def default_start(rate: float, count: int | None, now: float) -> float | None:
+    """Paced runs stamp events with the time they are due, from the moment the run
+    begins (``None``: start-up time is not counted against the events); `--rate 0` runs
+    lay their events on a NOMINAL_RATE grid that ends now, so none is in the future."""
     if rate > 0 or count is None:
-        return now
+        return None
     return now - count / NOMINAL_RATE
 
 
@@ -113,8 +114,9 @@ class _Run:
         # The event-time grid of the whole stream; a shard takes every n-th slot of it.
         rate = grid_rate or (plan.rate if plan.rate > 0 else NOMINAL_RATE)
         index, count = shard
+        start = plan.start if plan.start is not None else clock.wall()
         self.generator = TransactionGenerator(
-            options, plan.start + index / rate, rate / count, shard=shard
+            options, start + index / rate, rate / count, shard=shard
         )
         # Invalid-record choices come from their own stream so that --invalid-rate does
         # not change which valid events the seed produces.
@@ -129,7 +131,8 @@ class _Run:
         """Generate, validate and hand over ``n`` events (the hot loop: locals only)."""
         summary, plan, publish_batch = self.summary, self.plan, self.producer.publish_batch
         validate, context = Transaction.model_validate_json, self.context
-        context["now"] = datetime.fromtimestamp(self.clock.wall(), UTC)  # once per batch
+        # "In the future" is judged against the clock read once per batch.
+        context["latest"] = datetime.fromtimestamp(self.clock.wall(), UTC) + MAX_FUTURE_SKEW
         topic, invalid_rate = plan.topic_transactions, plan.invalid_rate
         owe_label = self.pending_labels.append
         outgoing: list[tuple[bytes, bytes | None]] = []

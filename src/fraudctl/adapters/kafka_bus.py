@@ -247,9 +247,9 @@ class KafkaConsumer:
                 headers = {k: v for k, v in headers.items() if v is not None}
             out.append(
                 Record(
-                    str(message.topic()),
-                    int(message.partition() or 0),
-                    int(message.offset() or 0),
+                    message.topic() or "",
+                    message.partition() or 0,
+                    message.offset() or 0,
                     message.key(),
                     message.value() or b"",
                     headers,

@@ -20,11 +20,13 @@ stores end up as if the batch had been processed once.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +36,7 @@ from fraudctl.adapters.dedupe import DedupeStore
 from fraudctl.adapters.offline import HourPartitions, ParquetStore, PlannedFile
 from fraudctl.adapters.online import OnlineState, state_frame
 from fraudctl.config import Settings
-from fraudctl.contract import LabelRecord, Transaction, validate_bytes
+from fraudctl.contract import MAX_FUTURE_SKEW, LabelRecord, Transaction, validate_bytes
 from fraudctl.errors import BackendUnavailable
 from fraudctl.features import Txn, UserWindow
 from fraudctl.ports import BusConsumer, BusProducer, Record, TopicPartition
@@ -94,8 +96,21 @@ class _Pending:
     windows: dict[str, UserWindow] = field(default_factory=dict)
 
 
-def origin_of(record: Record) -> str:
-    return f"{record.topic}/{record.partition}/{record.offset}"
+@contextmanager
+def fewer_collections(threshold: int = 50_000) -> Iterator[None]:
+    """Run an allocation-heavy loop with the cyclic garbage collector mostly out of the
+    way: what exists already (imported libraries, Feast's registry) is frozen out of its
+    scans, and a collection starts after ``threshold`` allocations instead of 700.  The
+    loop's records, models and rows are freed by reference counting as usual; measured,
+    this took a third of the materializer's CPU time."""
+    old = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(threshold, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
 
 
 class Materializer:
@@ -142,6 +157,15 @@ class Materializer:
     ) -> MaterializeSummary:
         """Consume from the committed offsets up to the end seen at the start (or until
         ``should_stop``, after the batch in hand is committed)."""
+        with fewer_collections():
+            return self._run_to_end(max_events, on_progress, should_stop)
+
+    def _run_to_end(
+        self,
+        max_events: int | None,
+        on_progress: Callable[[MaterializeSummary], None],
+        should_stop: Callable[[], bool],
+    ) -> MaterializeSummary:
         started = time.monotonic()
         ends = self.consumer.end_offsets()
         positions = self.consumer.committed()
@@ -259,6 +283,15 @@ class Materializer:
         on_progress: Callable[[MaterializeSummary], None] = lambda _s: None,
     ) -> MaterializeSummary:
         """Keep consuming: online writes per poll, durable flush + commit per interval."""
+        with fewer_collections():
+            return self._run_follow(should_stop, flush_interval_s, on_progress)
+
+    def _run_follow(
+        self,
+        should_stop: Callable[[], bool],
+        flush_interval_s: float,
+        on_progress: Callable[[MaterializeSummary], None],
+    ) -> MaterializeSummary:
         started = last_flush = time.monotonic()
         self.read_positions.update(self.consumer.committed())
         while not should_stop():
@@ -288,24 +321,38 @@ class Materializer:
     def _validate(
         self, records: list[Record], now: datetime
     ) -> tuple[list[_Accepted], list[tuple[Record, LabelRecord]]]:
-        summary = self.summary
+        """Judge every record through the contract (the hot loop: locals only).  A valid
+        transaction is parsed once by pydantic; only a refused one is judged again by
+        ``validate_bytes``, for reasons that name the first thing wrong."""
         accepted: list[_Accepted] = []
         labels: list[tuple[Record, LabelRecord]] = []
+        labels_topic = self.topics.labels
+        parse_event = Transaction.model_validate_json
+        parse_label = LabelRecord.model_validate_json
+        context = {"latest": now + MAX_FUTURE_SKEW}
+        keep, keep_label = accepted.append, labels.append
+        events = 0
         for record in records:
-            if record.topic == self.topics.labels:
-                summary.labels_read += 1
+            if record.topic == labels_topic:
                 try:
-                    labels.append((record, LabelRecord.model_validate_json(record.value)))
+                    keep_label((record, parse_label(record.value)))
                 except ValueError as exc:
                     self._dead_letter(record, f"label: {exc}".splitlines()[0])
                 continue
-            summary.events_read += 1
-            verdict = validate_bytes(record.value, now=now)
-            if verdict.record is None:
-                self._dead_letter(record, "; ".join(str(v) for v in verdict.violations))
-                continue
-            summary.valid += 1
-            accepted.append(_Accepted(record, verdict.record, origin_of(record)))
+            events += 1
+            try:
+                event = parse_event(record.value, context=context)
+            except ValueError:
+                verdict = validate_bytes(record.value, now=now)
+                if verdict.record is None:
+                    self._dead_letter(record, "; ".join(str(v) for v in verdict.violations))
+                    continue
+                event = verdict.record
+            keep(_Accepted(record, event, f"{record.topic}/{record.partition}/{record.offset}"))
+        summary = self.summary
+        summary.events_read += events
+        summary.labels_read += len(records) - events
+        summary.valid += len(accepted)
         return accepted, labels
 
     def _dead_letter(self, record: Record, reason: str) -> None:

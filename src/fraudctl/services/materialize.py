@@ -167,10 +167,33 @@ class Materializer:
         should_stop: Callable[[], bool],
     ) -> MaterializeSummary:
         started = time.monotonic()
-        ends = self.consumer.end_offsets()
-        positions = self.consumer.committed()
+        # Confirming the end takes the broker a few round trips: read meanwhile.
+        with ThreadPoolExecutor(1, thread_name_prefix="materialize-ends") as probe:
+            measuring = probe.submit(self.consumer.end_offsets)
+            positions = self.consumer.committed()
+            self._read_until(measuring, positions, max_events, on_progress, should_stop, started)
+        self.flush()
+        self.summary.elapsed_s = time.monotonic() - started
+        if self.summary.elapsed_s > 0:
+            self.summary.events_per_s = self.summary.events_read / self.summary.elapsed_s
+        return self.summary
+
+    def _read_until(
+        self,
+        measuring: Future[dict[TopicPartition, int]],
+        positions: dict[TopicPartition, int],
+        max_events: int | None,
+        on_progress: Callable[[MaterializeSummary], None],
+        should_stop: Callable[[], bool],
+        started: float,
+    ) -> None:
+        """Read and hand over batches until every partition reaches the end measured at
+        the start (known once ``measuring`` is done), ``max_events`` or a stop."""
         idle_since: float | None = None
-        while not all(positions.get(tp, 0) >= end for tp, end in ends.items()):
+        while True:
+            ends = measuring.result() if measuring.done() else None
+            if ends is not None and all(positions.get(tp, 0) >= e for tp, e in ends.items()):
+                break
             if max_events is not None and self.summary.events_read >= max_events:
                 break
             if should_stop():
@@ -180,6 +203,8 @@ class Materializer:
                 want = min(want, max_events - self.summary.events_read)
             records = self.consumer.poll(want, 1.0)
             if not records:
+                if ends is None:
+                    continue
                 idle_since = idle_since or time.monotonic()
                 if time.monotonic() - idle_since > IDLE_GIVE_UP_S:
                     # What was processed is committed; saying "done" would hide the rest.
@@ -202,11 +227,6 @@ class Materializer:
             self.submit_flush()
             self.summary.elapsed_s = time.monotonic() - started
             on_progress(self.summary)
-        self.flush()
-        self.summary.elapsed_s = time.monotonic() - started
-        if self.summary.elapsed_s > 0:
-            self.summary.events_per_s = self.summary.events_read / self.summary.elapsed_s
-        return self.summary
 
     def ingest(self, records: list[Record]) -> None:
         """Validate, dead-letter, deduplicate, compute features and write the users'

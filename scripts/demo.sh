@@ -40,3 +40,6 @@ $F --profile stack --home "$HOME_DIR" config show
 step "6/6 the same stream through the real broker, S3 and Redis"
 $F --profile stack --home "$HOME_DIR" produce --count 20000 --rate 0 --label-delay 0 --seed 1
 $F --profile stack --home "$HOME_DIR" materialize
+echo "-- rebuilding the online store from the offline snapshots (the recovery path after losing Redis)"
+$F --profile stack --home "$HOME_DIR" materialize --backfill 2000-01-01 2100-01-01
+$F --profile stack --home "$HOME_DIR" materialize --check-freshness

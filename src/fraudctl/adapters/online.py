@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,13 @@ class OnlineState:
         try:
             self._apply_if_changed(offline_uri, force=True)
             # Feast reports its progress on stdout, which belongs to --json.
-            with contextlib.redirect_stdout(sys.stderr), self._s3_credentials():
+            with (
+                contextlib.redirect_stdout(sys.stderr),
+                self._s3_credentials(),
+                warnings.catch_warnings(),
+            ):
+                # Feast converts our microsecond timestamps through pandas and says so.
+                warnings.filterwarnings("ignore", message="Discarding nonzero nanoseconds")
                 self.store.materialize(start, end, feature_views=[USER_STATE_VIEW])
         except Exception as exc:
             raise self._unavailable("backfill", exc) from exc

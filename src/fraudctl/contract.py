@@ -223,12 +223,24 @@ def _violations(exc: ValidationError) -> tuple[Violation, ...]:
     return tuple(found)
 
 
-def validate_record(obj: object, *, clock: Clock = system_clock) -> Verdict:
-    """Judge one decoded JSON value against the contract."""
+def judged_at(now: datetime) -> dict[str, Any]:
+    """The validation context that judges "in the future" against ``now``: a caller
+    validating many records reads the clock once and passes this to each."""
+    return {"latest": now + MAX_FUTURE_SKEW}
+
+
+def _context(clock: Clock, now: datetime | None) -> dict[str, Any]:
+    return judged_at(now) if now is not None else {"clock": clock}
+
+
+def validate_record(
+    obj: object, *, clock: Clock = system_clock, now: datetime | None = None
+) -> Verdict:
+    """Judge one decoded JSON value against the contract (``now``: see ``judged_at``)."""
     if not isinstance(obj, dict):
         return Verdict(None, (Violation("(record)", "must be a JSON object"),))
     try:
-        return Verdict(Transaction.model_validate(obj, context={"clock": clock}), ())
+        return Verdict(Transaction.model_validate(obj, context=_context(clock, now)), ())
     except ValidationError as exc:
         return Verdict(None, _violations(exc))
 
@@ -241,17 +253,10 @@ def validate_bytes(
     The common case (a valid record) is parsed and validated in one pass by pydantic's
     JSON parser; anything it refuses is judged again step by step, so the reasons given
     for bad data name the first thing wrong (not UTF-8, not JSON, not an object, fields).
-    ``now``, when given, is the time "in the future" is judged against (a caller
-    validating many records reads the clock once).
+    ``now``, when given, is the time "in the future" is judged against.
     """
-    if now is not None:
-        fixed = now
-        clock = lambda: fixed  # noqa: E731
-        context: dict[str, Any] = {"latest": now + MAX_FUTURE_SKEW}
-    else:
-        context = {"clock": clock}
     try:
-        return Verdict(Transaction.model_validate_json(raw, context=context), ())
+        return Verdict(Transaction.model_validate_json(raw, context=_context(clock, now)), ())
     except ValidationError:
         pass
     try:
@@ -262,7 +267,7 @@ def validate_bytes(
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         return Verdict(None, (Violation("(record)", f"is not JSON ({exc.msg})"),))
-    return validate_record(obj, clock=clock)
+    return validate_record(obj, clock=clock, now=now)
 
 
 @dataclass(frozen=True)

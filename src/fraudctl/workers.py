@@ -19,7 +19,7 @@ import os
 import queue
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fraudctl.errors import BackendUnavailable, ExitCode, FraudctlError
@@ -124,3 +124,14 @@ def run_workers(
             raise BackendUnavailable(message, hint=hint)
         raise WorkerFailed(message, code, hint)
     return latest
+
+
+def add_counts(total: Any, part: Any, counts: Iterable[str], tallies: Iterable[str] = ()) -> None:
+    """Add one worker's summary into ``total``: the ``counts`` attributes are numbers,
+    the ``tallies`` are dicts of numbers by key."""
+    for name in counts:
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+    for name in tallies:
+        target = getattr(total, name)
+        for key, value in getattr(part, name).items():
+            target[key] = target.get(key, 0) + value

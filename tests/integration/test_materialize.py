@@ -39,16 +39,23 @@ def platform(
         monkeypatch.setenv("FRAUDCTL_PROFILE", "local")
         return {"profile": "local"}
     stack = request.getfixturevalue("stack")
-    suffix = uuid.uuid4().hex[:8]
     base_url = stack["FRAUDCTL_REDIS_URL"].rsplit("/", 1)[0]
+    env = private_corner(monkeypatch, tmp_path / "home", f"{base_url}/{next(REDIS_DBS) % 16}")
+    return {"profile": "stack"} | env
+
+
+def private_corner(monkeypatch: pytest.MonkeyPatch, home: Path, redis_url: str) -> dict[str, str]:
+    """Point the settings at a stack's own topics, consumer group, bucket, home and an
+    emptied Redis database, unique to this test; return what was set."""
+    suffix = uuid.uuid4().hex[:8]
     env = {
-        "FRAUDCTL_HOME": str(tmp_path / "home"),
+        "FRAUDCTL_HOME": str(home),
         "FRAUDCTL_TOPIC_TRANSACTIONS": f"tx-{suffix}",
         "FRAUDCTL_TOPIC_LABELS": f"labels-{suffix}",
         "FRAUDCTL_TOPIC_DLQ": f"dlq-{suffix}",
         "FRAUDCTL_CONSUMER_GROUP": f"materialize-{suffix}",
         "FRAUDCTL_S3_BUCKET": f"mat-{suffix}",
-        "FRAUDCTL_REDIS_URL": f"{base_url}/{next(REDIS_DBS) % 16}",
+        "FRAUDCTL_REDIS_URL": redis_url,
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -57,7 +64,7 @@ def platform(
     settings = load_settings().settings
     ensure_bucket(settings)
     redis_client(settings).flushdb()
-    return {"profile": "stack"} | env
+    return env
 
 
 def produce(cli: RunCli, *args: str) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from tests.conftest import RunCli
 from tests.integration.test_materialize import (
     assert_each_event_once_offline_and_online,
     materialize,
+    private_corner,
     produce,
 )
 
@@ -55,21 +55,12 @@ def outage_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 def corner(
     outage_stack: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, str]:
-    suffix = uuid.uuid4().hex[:8]
-    env = outage_stack | {
-        "FRAUDCTL_TOPIC_TRANSACTIONS": f"tx-{suffix}",
-        "FRAUDCTL_TOPIC_LABELS": f"labels-{suffix}",
-        "FRAUDCTL_TOPIC_DLQ": f"dlq-{suffix}",
-        "FRAUDCTL_CONSUMER_GROUP": f"materialize-{suffix}",
-        "FRAUDCTL_S3_BUCKET": f"out-{suffix}",
-        "FRAUDCTL_HOME": str(tmp_path / "home"),
-    }
-    for key, value in env.items():
+    for key, value in outage_stack.items():
         monkeypatch.setenv(key, value)
+    env = outage_stack | private_corner(
+        monkeypatch, tmp_path / "home", outage_stack["FRAUDCTL_REDIS_URL"]
+    )
     env["STACK_HOME"] = outage_stack["FRAUDCTL_HOME"]
-    from fraudctl.adapters.probes import redis_client
-
-    redis_client(load_settings().settings).flushdb()
     return env
 
 

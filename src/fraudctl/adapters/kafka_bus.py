@@ -362,9 +362,10 @@ def _read_tails(
                 if message.error() is None:
                     tp = (str(message.topic()), int(message.partition() or 0))
                     seen.add(tp)
-                    if int(message.offset() or 0) + 1 >= confirmed[tp]:
-                        grew = grew or int(message.offset() or 0) + 1 > confirmed[tp]
-                        confirmed[tp] = int(message.offset() or 0) + 1
+                    after = int(message.offset() or 0) + 1
+                    if after >= confirmed[tp]:
+                        grew = grew or after > confirmed[tp]
+                        confirmed[tp] = after
                         last[tp] = message.value() or b""
             quiet_rounds = quiet_rounds + 1 if seen >= wanted and not grew else 0
     finally:

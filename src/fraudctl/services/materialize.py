@@ -36,10 +36,11 @@ from fraudctl.adapters.dedupe import DedupeStore
 from fraudctl.adapters.offline import HourPartitions, ParquetStore, PlannedFile
 from fraudctl.adapters.online import OnlineState, state_frame
 from fraudctl.config import Settings
-from fraudctl.contract import MAX_FUTURE_SKEW, LabelRecord, Transaction, validate_bytes
+from fraudctl.contract import LabelRecord, Transaction, judged_at, validate_bytes
 from fraudctl.errors import BackendUnavailable
 from fraudctl.features import Txn, UserWindow
 from fraudctl.ports import BusConsumer, BusProducer, Record, TopicPartition
+from fraudctl.workers import add_counts, run_workers
 
 POLL_BATCH = 50_000
 ONLINE_NEWEST_MARK = "online_newest_event_ts"
@@ -170,8 +171,8 @@ class Materializer:
         # Confirming the end takes the broker a few round trips: read meanwhile.
         with ThreadPoolExecutor(1, thread_name_prefix="materialize-ends") as probe:
             measuring = probe.submit(self.consumer.end_offsets)
-            positions = self.consumer.committed()
-            self._read_until(measuring, positions, max_events, on_progress, should_stop, started)
+            self.read_positions.update(self.consumer.committed())
+            self._read_until(measuring, max_events, on_progress, should_stop, started)
         self.flush()
         self.summary.elapsed_s = time.monotonic() - started
         if self.summary.elapsed_s > 0:
@@ -181,7 +182,6 @@ class Materializer:
     def _read_until(
         self,
         measuring: Future[dict[TopicPartition, int]],
-        positions: dict[TopicPartition, int],
         max_events: int | None,
         on_progress: Callable[[MaterializeSummary], None],
         should_stop: Callable[[], bool],
@@ -189,6 +189,7 @@ class Materializer:
     ) -> None:
         """Read and hand over batches until every partition reaches the end measured at
         the start (known once ``measuring`` is done), ``max_events`` or a stop."""
+        positions = self.read_positions  # kept up to date by ``ingest``
         idle_since: float | None = None
         while True:
             ends = measuring.result() if measuring.done() else None
@@ -223,7 +224,6 @@ class Materializer:
                 continue
             idle_since = None
             self.ingest(records)
-            positions.update(_next_offsets(records))
             self.submit_flush()
             self.summary.elapsed_s = time.monotonic() - started
             on_progress(self.summary)
@@ -349,7 +349,7 @@ class Materializer:
         labels_topic = self.topics.labels
         parse_event = Transaction.model_validate_json
         parse_label = LabelRecord.model_validate_json
-        context = {"latest": now + MAX_FUTURE_SKEW}
+        context = judged_at(now)
         keep, keep_label = accepted.append, labels.append
         events = 0
         for record in records:
@@ -521,8 +521,6 @@ def materialize_in_workers(
     """Batch materialization split over ``workers`` processes, each owning every
     ``workers``-th partition of both topics.  A user's events and labels share a
     partition (they are keyed by user), so each user's window has one writer."""
-    from fraudctl.workers import run_workers
-
     per_worker = None if max_events is None else max(1, max_events // workers)
     finals = run_workers(
         _materialize_worker,
@@ -571,10 +569,7 @@ _SUMMED = (
 def merge_summaries(parts: list[MaterializeSummary]) -> MaterializeSummary:
     merged = MaterializeSummary()
     for part in parts:
-        for name in _SUMMED:
-            setattr(merged, name, getattr(merged, name) + getattr(part, name))
-        for kind, n in part.dlq_reasons.items():
-            merged.dlq_reasons[kind] = merged.dlq_reasons.get(kind, 0) + n
+        add_counts(merged, part, _SUMMED, ("dlq_reasons",))
         if part.newest_event_ts is not None:
             merged.newest_event_ts = max(merged.newest_event_ts or 0.0, part.newest_event_ts)
         if part.online_lag_s is not None:

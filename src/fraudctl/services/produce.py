@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from fraudctl.contract import MAX_FUTURE_SKEW, Transaction
+from fraudctl.contract import Transaction, judged_at
 from fraudctl.generator import (
     Event,
     GeneratorOptions,
@@ -22,6 +22,7 @@ from fraudctl.generator import (
     transaction_json,
 )
 from fraudctl.ports import BusProducer
+from fraudctl.workers import add_counts, run_workers
 
 BATCH = 2000  # most events handed over between two looks at the clock
 PROGRESS_EVERY_S = 0.25
@@ -131,8 +132,7 @@ class _Run:
         """Generate, validate and hand over ``n`` events (the hot loop: locals only)."""
         summary, plan, publish_batch = self.summary, self.plan, self.producer.publish_batch
         validate, context = Transaction.model_validate_json, self.context
-        # "In the future" is judged against the clock read once per batch.
-        context["latest"] = datetime.fromtimestamp(self.clock.wall(), UTC) + MAX_FUTURE_SKEW
+        context.update(judged_at(datetime.fromtimestamp(self.clock.wall(), UTC)))  # per batch
         topic, invalid_rate = plan.topic_transactions, plan.invalid_rate
         owe_label = self.pending_labels.append
         outgoing: list[tuple[bytes, bytes | None]] = []
@@ -276,8 +276,6 @@ def produce_in_workers(
         return produce(
             open_producer(), options, plan, should_stop=should_stop, on_progress=on_progress
         )
-    from fraudctl.workers import run_workers
-
     grid_rate = plan.rate if plan.rate > 0 else NOMINAL_RATE
     finals = run_workers(
         _worker,
@@ -338,12 +336,7 @@ COUNTS = (
 def merge_summaries(parts: list[ProduceSummary]) -> ProduceSummary:
     merged = ProduceSummary()
     for part in parts:
-        for name in COUNTS:
-            setattr(merged, name, getattr(merged, name) + getattr(part, name))
-        for name in ("invalid_by_kind", "failures"):
-            target = getattr(merged, name)
-            for key, value in getattr(part, name).items():
-                target[key] = target.get(key, 0) + value
+        add_counts(merged, part, COUNTS, ("invalid_by_kind", "failures"))
         merged.elapsed_s = max(merged.elapsed_s, part.elapsed_s)
         merged.producing_s = max(merged.producing_s, part.producing_s)
     reasons = {part.stopped_by for part in parts}

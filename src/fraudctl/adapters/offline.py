@@ -149,8 +149,9 @@ class ParquetStore:
         if self.fs.get_file_info(path).type == pafs.FileType.File:
             self.fs.delete_file(path)
 
-    def read(self, table: str, columns: Iterable[str] | None = None) -> Any:
-        """Every row of a table (a pyarrow Table; empty when nothing was written)."""
+    def read(self, table: str, columns: Iterable[str] | None = None, where: Any = None) -> Any:
+        """The rows of a table matching ``where`` (a ``pyarrow.dataset`` expression; all
+        rows when None), as a pyarrow Table; empty when nothing was written."""
         import pyarrow as pa
         import pyarrow.dataset as ds
         import pyarrow.fs as pafs
@@ -160,7 +161,7 @@ class ParquetStore:
             if self.fs.get_file_info(base).type != pafs.FileType.Directory:
                 return pa.table({})
             dataset = ds.dataset(base, filesystem=self.fs, format="parquet", partitioning="hive")
-            return dataset.to_table(columns=list(columns) if columns else None)
+            return dataset.to_table(columns=list(columns) if columns else None, filter=where)
         except OSError as exc:
             raise self._guard("read", exc) from exc
 

@@ -1,10 +1,12 @@
-"""Per-user state in the Feast online store (SQLite in `local`, Redis in `stack`)."""
+"""Feast for fraudctl: per-user state in the online store (SQLite in `local`, Redis in
+`stack`), and point-in-time historical retrieval from the offline snapshots for training."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
 import warnings
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,23 @@ class OnlineState:
                 self.store.materialize(start, end, feature_views=[USER_STATE_VIEW])
         except Exception as exc:
             raise self._unavailable("backfill", exc) from exc
+
+    def historical_features(self, entity: Any, view: str, names: Sequence[str]) -> Any:
+        """Feast's point-in-time join: for each row of ``entity`` (a pandas frame with the
+        view's join key and ``event_timestamp``), the newest values of ``view`` at or
+        before that time.  The entity's other columns are kept; the result is pandas."""
+        try:
+            with self._s3_credentials(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Discarding nonzero nanoseconds")
+                job = self.store.get_historical_features(
+                    entity_df=entity, features=[f"{view}:{name}" for name in names]
+                )
+                return job.to_df()
+        except Exception as exc:
+            raise BackendUnavailable(
+                f"offline feature retrieval ({view}) failed ({type(exc).__name__}: {exc})",
+                hint="is the S3 server up, and has `fraudctl materialize` run? `fraudctl doctor`",
+            ) from exc
 
     def _s3_credentials(self) -> contextlib.AbstractContextManager[None]:
         """Feast's file offline store reads S3 through boto, which takes its keys from

@@ -17,6 +17,7 @@ from fraudctl.cli import (
     materialize_cmd,
     produce_cmd,
     stack_cmd,
+    train_cmd,
 )
 from fraudctl.cli.common import AppState, err_console, print_json
 from fraudctl.errors import EXIT_CODE_HELP, ExitCode, FraudctlError
@@ -82,6 +83,7 @@ app.command("validate")(contract_cmd.validate)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("produce")(produce_cmd.produce)
 app.command("materialize")(materialize_cmd.materialize)
+app.command("train")(train_cmd.train)
 features_app = typer.Typer(help="Inspect features.", no_args_is_help=True)
 features_app.command("get")(materialize_cmd.features_get)
 app.add_typer(features_app, name="features")

@@ -14,6 +14,7 @@ from fraudctl.cli.common import (
     console,
     err_console,
     key_values,
+    parse_time_bound,
     print_json,
     state_of,
 )
@@ -181,7 +182,8 @@ def _backfill(settings: Any, bounds: tuple[str, str], as_json: bool) -> None:
     from fraudctl.errors import UsageError
     from fraudctl.services.materialize import backfill
 
-    start, end = _backfill_bound("START", bounds[0]), _backfill_bound("END", bounds[1])
+    start = parse_time_bound("--backfill START", bounds[0])
+    end = parse_time_bound("--backfill END", bounds[1], end_of_day=True)
     if end < start:
         raise UsageError(
             f"--backfill: END {bounds[1]} is before START {bounds[0]}",
@@ -192,28 +194,6 @@ def _backfill(settings: Any, bounds: tuple[str, str], as_json: bool) -> None:
         online = OnlineState(settings, offline.uri)
         summary = backfill(offline, online, open_dedupe(settings), start, end)
     _report(summary.as_dict(), offline, online, as_json)
-
-
-def _backfill_bound(name: str, text: str) -> Any:
-    """ISO-8601 UTC, or a bare date meaning its midnight UTC (START) / end of day (END)."""
-    import re
-    from datetime import UTC, datetime, timedelta
-
-    from fraudctl.contract import parse_utc_timestamp
-    from fraudctl.errors import UsageError
-
-    if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
-        try:
-            day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
-        except ValueError as exc:
-            raise UsageError(f"--backfill {name} {text!r} is not a date ({exc})") from exc
-        return day if name == "START" else day + timedelta(days=1, microseconds=-1)
-    try:
-        return parse_utc_timestamp(text)
-    except ValueError as exc:
-        raise UsageError(
-            f"--backfill {name} {text!r} {exc}", hint="or give a date: YYYY-MM-DD"
-        ) from exc
 
 
 def _check_freshness(bus: Any, settings: Any, slo_s: float, as_json: bool) -> None:

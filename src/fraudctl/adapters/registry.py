@@ -1,0 +1,135 @@
+"""MLflow for fraudctl: the tracking server and model registry of the active profile.
+
+``stack``: the tracking server at ``FRAUDCTL_MLFLOW_URI`` (artifacts proxied to S3 by the
+server, so clients need no S3 keys).  ``local``: ``sqlite:///$FRAUDCTL_HOME/mlflow.db``
+with artifacts under ``$FRAUDCTL_HOME/mlartifacts``.
+
+Every call is bounded (few retries, short timeouts) so an unreachable registry fails
+the command with exit 3 naming the URI instead of hanging in MLflow's default backoff
+(seven retries, minutes).  MLflow's chatter goes to stderr: stdout belongs to ``--json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from fraudctl.config import Settings, environ, mask_url
+from fraudctl.errors import BackendUnavailable
+
+# Bounded HTTP behaviour for MLflow's REST client, unless the user chose otherwise.
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+QUIET_LOGGERS = ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.models")
+
+
+class Registry:
+    """Where runs are tracked and models registered; the one place fraudctl talks to
+    MLflow (training logs and registers, serving loads, promotion moves aliases)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.uri = settings.mlflow_uri
+        self.where = mask_url(self.uri)
+        self.model_name = settings.model_name
+
+    @property
+    def is_local(self) -> bool:
+        return urlsplit(self.uri).scheme == "sqlite"
+
+    def artifact_root(self) -> str | None:
+        """Where new experiments keep artifacts: under FRAUDCTL_HOME for the embedded store
+        (MLflow's default would be ./mlruns of whatever directory the command ran in);
+        the server's own (proxied) root otherwise."""
+        if self.is_local:
+            root = self.settings.home / "mlartifacts"
+            root.mkdir(parents=True, exist_ok=True)
+            return root.as_uri()
+        return None
+
+    def unavailable(self, action: str, exc: BaseException) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"MLflow registry at {self.where}: {action} failed ({type(exc).__name__}: {exc})",
+            hint="is the tracking server up? `fraudctl doctor`"
+            if not self.is_local
+            else "check that FRAUDCTL_HOME is writable",
+        )
+
+    def check(self) -> None:
+        """Fail fast (exit 3, naming the URI) before any expensive work."""
+        from fraudctl.adapters.probes import mlflow_health
+
+        mlflow_health(self.settings)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Any]:
+        """MLflow pointed at this registry, bounded and quiet, for the block; yields the
+        ``mlflow`` module.  MLflow's own failures (connection refused, 5xx after the
+        retries) become :class:`BackendUnavailable`."""
+        limits = {key: value for key, value in HTTP_LIMITS.items() if key not in os.environ}
+        with (
+            environ(limits),
+            contextlib.redirect_stdout(sys.stderr),
+            _quiet_logs(),
+            warnings.catch_warnings(),
+        ):
+            # MLflow's own use of deprecated SQLAlchemy and pydantic APIs is not ours to fix.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import mlflow
+            from mlflow.exceptions import MlflowException
+
+            mlflow.set_tracking_uri(self.uri)
+            mlflow.set_registry_uri(self.uri)
+            try:
+                yield mlflow
+            except MlflowException as exc:
+                if _is_unreachable(exc):
+                    raise self.unavailable("a request", exc) from exc
+                raise
+            except (ConnectionError, TimeoutError) as exc:
+                raise self.unavailable("a request", exc) from exc
+
+    def experiment_id(self, mlflow: Any, name: str) -> str:
+        found = mlflow.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        return str(mlflow.create_experiment(name, artifact_location=self.artifact_root()))
+
+    def set_alias(self, mlflow: Any, alias: str, version: str) -> None:
+        mlflow.MlflowClient().set_registered_model_alias(self.model_name, alias, version)
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}"
+    markers = (
+        "Max retries exceeded",
+        "Connection refused",
+        "ConnectionError",
+        "Read timed out",
+        "ConnectTimeout",
+        "API request to",
+    )
+    return any(marker in text for marker in markers)
+
+
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    levels = {}
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        levels[name] = logger.level
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)

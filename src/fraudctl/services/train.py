@@ -1,0 +1,545 @@
+"""``fraudctl train``: a point-in-time training set from the offline snapshots through
+Feast, a scikit-learn pipeline, an honest time-based evaluation, and one MLflow run that
+registers a new model version under the alias ``candidate``.
+
+The training set (:func:`labeled_events`, :func:`with_features`):
+
+1. accepted events with ``since <= event_ts < until`` from the ``events`` snapshots;
+2. their true labels from the ``labels`` snapshots, as known at ``as_of`` (``until``
+   when given, else the start of the run): a label whose ``label_ts`` is later had not
+   arrived, and its event is left out and counted as unlabeled.  A re-delivered label
+   counts once (the newest before ``as_of`` wins);
+3. the features of each labeled event retrieved *point-in-time* through Feast's
+   historical retrieval from the ``event_features`` view: the entity rows are
+   ``(event_id, event_timestamp)`` plus the event's own fields, and Feast joins the
+   newest feature row at or before each event's time.  Those rows were computed by
+   materialize from strictly earlier events only, so no feature sees its own event or
+   anything after it.
+
+Split by time, never shuffled: the newest ``test_fraction`` of the labeled events is the
+holdout; of the rest, the newest 20 % is the validation slice on which the decision
+threshold is chosen, and the older 80 % is what the model is fitted on.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fraudctl.adapters.offline import ParquetStore
+from fraudctl.adapters.online import OnlineState
+from fraudctl.adapters.registry import Registry
+from fraudctl.errors import Refused
+from fraudctl.feast_repo import EVENT_FEATURES_VIEW
+from fraudctl.features import FEATURE_NAMES, FEATURES_VERSION
+from fraudctl.model import (
+    MODEL_INPUTS,
+    THRESHOLD_RULE,
+    calibrate,
+    choose_threshold,
+    evaluate,
+    make_pipeline,
+    trusted_types,
+)
+
+MIN_LABELED_EVENTS = 1_000
+VALIDATION_SHARE = 0.2
+CANDIDATE_ALIAS = "candidate"
+IMPORTANCE_ROWS = 10_000  # holdout rows sampled for permutation importances
+IMPORTANCE_REPEATS = 3
+EVENT_COLUMNS = ("event_id", "event_ts", "transaction_amount", "country", "device")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    model: str = "hgb"
+    since: datetime | None = None
+    until: datetime | None = None
+    test_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclass
+class LabeledEvents:
+    """Labeled events of the requested range as known at ``as_of`` (no features yet)."""
+
+    frame: Any  # pandas: event_id, event_timestamp, raw fields, label
+    events_in_range: int
+    unlabeled: int
+    as_of: datetime
+
+    @property
+    def watermark(self) -> str:
+        """Changes whenever a retraining could learn something new."""
+        if not len(self.frame):
+            return "0"
+        return f"{len(self.frame)}:{self.frame['label_ts'].max().isoformat()}"
+
+
+@dataclass
+class Split:
+    fit: Any
+    validation: Any
+    holdout: Any
+
+    def parts(self) -> list[tuple[str, Any]]:
+        return [("fit", self.fit), ("validation", self.validation), ("holdout", self.holdout)]
+
+    def counts(self) -> dict[str, dict[str, float]]:
+        return {
+            name: {"rows": len(part), "fraud_share": float(part["label"].mean())}
+            for name, part in self.parts()
+        }
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    experiment_id: str
+    model_name: str
+    version: str
+    alias: str
+    model: str
+    threshold: float
+    metrics: dict[str, float]
+    rows: dict[str, int]
+    splits: dict[str, dict[str, float]]
+    time_range: dict[str, str]
+    feature_importances: dict[str, float]
+    timings: dict[str, float]
+    tracking_uri: str
+    model_uri: str
+    skipped: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Skipped:
+    """A ``--every`` round that found no new labeled data."""
+
+    watermark: str
+    labeled: int
+    reason: str = "no new labeled data since the previous run"
+    skipped: bool = True
+    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def labeled_events(
+    offline: ParquetStore,
+    since: datetime | None,
+    until: datetime | None,
+    as_of: datetime,
+) -> LabeledEvents:
+    """Events of ``[since, until)`` joined with the labels that had arrived by ``as_of``."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    condition = None
+    if since is not None:
+        condition = ds.field("event_ts") >= since
+    if until is not None:
+        upper = ds.field("event_ts") < until
+        condition = upper if condition is None else condition & upper
+    events = offline.read("events", EVENT_COLUMNS, condition)
+    arrived = ds.field("label_ts") <= as_of
+    labels = offline.read("labels", ("event_id", "label", "label_ts"), arrived)
+    if not events.num_rows:
+        empty = _empty_labeled()
+        return LabeledEvents(empty, 0, 0, as_of)
+    events_frame = events.to_pandas().drop_duplicates("event_id")
+    if labels.num_rows:
+        # A re-delivered label counts once: the newest that had arrived.
+        labels = labels.sort_by([("event_id", "ascending"), ("label_ts", "descending")])
+        first = pc.not_equal(labels["event_id"][1:], labels["event_id"][:-1])
+        import pyarrow as pa
+
+        keep = pa.concat_arrays([pa.array([True]), first.combine_chunks()])
+        labels = labels.filter(keep)
+        labels_frame = labels.to_pandas()
+    else:
+        labels_frame = _empty_labels()
+    joined = events_frame.merge(labels_frame, on="event_id", how="inner", validate="one_to_one")
+    joined = joined.rename(columns={"event_ts": "event_timestamp"})
+    return LabeledEvents(joined, len(events_frame), len(events_frame) - len(joined), as_of)
+
+
+def _empty_labeled() -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "event_id": pd.Series(dtype="string"),
+            "event_timestamp": pd.Series(dtype="datetime64[us, UTC]"),
+            "label": pd.Series(dtype="int64"),
+            "label_ts": pd.Series(dtype="datetime64[us, UTC]"),
+        }
+    )
+
+
+def _empty_labels() -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "event_id": pd.Series(dtype="object"),
+            "label": pd.Series(dtype="int64"),
+            "label_ts": pd.Series(dtype="datetime64[us, UTC]"),
+        }
+    )
+
+
+def with_features(feast: OnlineState, labeled: LabeledEvents) -> tuple[Any, int]:
+    """Feast's point-in-time join of the ``event_features`` view onto the labeled events;
+    returns the rows sorted by event time and how many labeled events had no features
+    (labels can arrive before materialize has written their event's features)."""
+    if not len(labeled.frame):
+        return labeled.frame, 0
+    entity = labeled.frame.drop(columns=["label_ts"])
+    frame = feast.historical_features(entity, EVENT_FEATURES_VIEW, FEATURE_NAMES)
+    missing = frame[list(FEATURE_NAMES)].isna().any(axis=1)
+    frame = frame.loc[~missing]
+    frame = frame.sort_values(["event_timestamp", "event_id"], kind="stable").reset_index(drop=True)
+    return frame, int(missing.sum())
+
+
+def split_by_time(frame: Any, test_fraction: float) -> Split:
+    """Newest ``test_fraction`` → holdout; of the rest, newest 20 % → validation."""
+    rows = len(frame)
+    holdout_rows = math.ceil(rows * test_fraction)
+    train_rows = rows - holdout_rows
+    validation_rows = math.ceil(train_rows * VALIDATION_SHARE)
+    fit_rows = train_rows - validation_rows
+    return Split(
+        frame.iloc[:fit_rows],
+        frame.iloc[fit_rows:train_rows],
+        frame.iloc[train_rows:],
+    )
+
+
+def check_enough(labeled: LabeledEvents, rows: int, without_features: int, split: Split) -> None:
+    """Exit 4 with what was found and what is needed."""
+    if rows < MIN_LABELED_EVENTS:
+        raise Refused(
+            f"too little data: {rows:,} labeled events with features "
+            f"({labeled.events_in_range:,} events in range, {labeled.unlabeled:,} without a "
+            f"label yet, {without_features:,} without features); training needs at least "
+            f"{MIN_LABELED_EVENTS:,}",
+            hint="produce and materialize more (e.g. `fraudctl produce --rate 0 --count 20000 "
+            "--label-delay 0 && fraudctl materialize`), or widen --since/--until",
+        )
+    for name, part in split.parts():
+        classes = sorted(int(c) for c in part["label"].unique())
+        if len(classes) < 2:
+            present = "only fraud" if classes == [1] else "no fraud"
+            raise Refused(
+                f"too little data: the {name} split ({len(part):,} rows) has {present}; "
+                "every split needs both classes",
+                hint="train on a longer time range or more events, or change --test-fraction",
+            )
+
+
+def train_once(
+    offline: ParquetStore,
+    feast: OnlineState,
+    registry: Registry,
+    options: TrainOptions,
+    progress: Progress,
+    labeled: LabeledEvents | None = None,
+) -> TrainResult:
+    """One training run, from the snapshots to a registered ``candidate``."""
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    progress("checking the registry")
+    registry.check()
+    if labeled is None:
+        progress("reading events and labels")
+        labeled = labeled_events(offline, options.since, options.until, _as_of(options))
+    progress(f"retrieving point-in-time features for {len(labeled.frame):,} labeled events")
+    frame, without_features = with_features(feast, labeled)
+    timings["retrieval_s"] = time.monotonic() - started
+    split = split_by_time(frame, options.test_fraction)
+    check_enough(labeled, len(frame), without_features, split)
+
+    progress(f"fitting {options.model} on {len(split.fit):,} rows")
+    fit_started = time.monotonic()
+    pipeline = make_pipeline(options.model, options.seed)
+    inputs = list(MODEL_INPUTS)
+    pipeline.fit(split.fit[inputs], split.fit["label"].to_numpy())
+    timings["fit_s"] = time.monotonic() - fit_started
+
+    progress("calibrating and choosing the threshold on the validation slice")
+    evaluate_started = time.monotonic()
+    validation_labels = split.validation["label"].to_numpy()
+    model = calibrate(pipeline, split.validation[inputs], validation_labels)
+    threshold = choose_threshold(
+        validation_labels, model.predict_proba(split.validation[inputs])[:, 1]
+    )
+    progress("evaluating on the time-based holdout")
+    holdout_labels = split.holdout["label"].to_numpy()
+    holdout_scores = model.predict_proba(split.holdout[inputs])[:, 1]
+    metrics = evaluate(holdout_labels, holdout_scores, threshold)
+    importances = _importances(model, split.holdout, options.seed)
+    timings["evaluate_s"] = time.monotonic() - evaluate_started
+
+    rows = {
+        "events_in_range": labeled.events_in_range,
+        "unlabeled": labeled.unlabeled,
+        "without_features": without_features,
+        "labeled": len(frame),
+        "fit": len(split.fit),
+        "validation": len(split.validation),
+        "holdout": len(split.holdout),
+    }
+    time_range = {
+        "since": options.since.isoformat() if options.since else "",
+        "until": options.until.isoformat() if options.until else "",
+        "as_of": labeled.as_of.isoformat(),
+        "first_event": frame["event_timestamp"].iloc[0].isoformat(),
+        "last_event": frame["event_timestamp"].iloc[-1].isoformat(),
+        "holdout_from": split.holdout["event_timestamp"].iloc[0].isoformat(),
+    }
+    progress("logging the run and registering the model")
+    log_started = time.monotonic()
+    run_id, experiment_id, version = _log_run(
+        registry,
+        offline,
+        options,
+        model,
+        split,
+        threshold,
+        metrics,
+        rows,
+        time_range,
+        importances,
+        (holdout_labels, holdout_scores),
+        labeled.watermark,
+    )
+    timings["log_s"] = time.monotonic() - log_started
+    timings["total_s"] = time.monotonic() - started
+    return TrainResult(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        model_name=registry.model_name,
+        version=version,
+        alias=CANDIDATE_ALIAS,
+        model=options.model,
+        threshold=threshold,
+        metrics=metrics,
+        rows=rows,
+        splits=split.counts(),
+        time_range=time_range,
+        feature_importances=importances,
+        timings=timings,
+        tracking_uri=registry.where,
+        model_uri=f"models:/{registry.model_name}@{CANDIDATE_ALIAS}",
+    )
+
+
+def _as_of(options: TrainOptions) -> datetime:
+    return options.until if options.until is not None else datetime.now(UTC)
+
+
+def _importances(pipeline: Any, holdout: Any, seed: int) -> dict[str, float]:
+    """Permutation importance (drop in ROC AUC) on a sample of the holdout: the same
+    measure for every model kind, on data the model never saw."""
+    from sklearn.inspection import permutation_importance
+
+    sample = holdout
+    if len(sample) > IMPORTANCE_ROWS:
+        sample = holdout.sample(IMPORTANCE_ROWS, random_state=seed)
+    if sample["label"].nunique() < 2:
+        return dict.fromkeys(MODEL_INPUTS, 0.0)
+    found = permutation_importance(
+        pipeline,
+        sample[list(MODEL_INPUTS)],
+        sample["label"].to_numpy(),
+        scoring="roc_auc",
+        n_repeats=IMPORTANCE_REPEATS,
+        random_state=seed,
+    )
+    pairs = zip(MODEL_INPUTS, found.importances_mean.tolist(), strict=True)
+    return dict(sorted(((name, float(value)) for name, value in pairs), key=lambda p: -p[1]))
+
+
+def _log_run(
+    registry: Registry,
+    offline: ParquetStore,
+    options: TrainOptions,
+    model: Any,
+    split: Split,
+    threshold: float,
+    metrics: dict[str, float],
+    rows: dict[str, int],
+    time_range: dict[str, str],
+    importances: dict[str, float],
+    holdout: tuple[Any, Any],
+    watermark: str,
+) -> tuple[str, str, str]:
+    """One MLflow run: params, metrics, plots, the skops model with signature and input
+    example, lineage tags; a new registered version aliased ``candidate``."""
+    from mlflow.models import infer_signature
+
+    from fraudctl.services import train_plots
+
+    inputs = list(MODEL_INPUTS)
+    example = split.holdout[inputs].head(5)
+    signature = infer_signature(example, model.predict_proba(example)[:, 1])
+    classifier = model.estimator.estimator.named_steps["classify"]  # calibrated(frozen(pipeline))
+    with registry.session() as mlflow:
+        experiment_id = registry.experiment_id(mlflow, registry.model_name)
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            mlflow.log_params(
+                {
+                    "model": options.model,
+                    "test_fraction": options.test_fraction,
+                    "validation_share": VALIDATION_SHARE,
+                    "seed": options.seed,
+                    "threshold_rule": THRESHOLD_RULE,
+                    "threshold": threshold,
+                    "since": time_range["since"] or "(all)",
+                    "until": time_range["until"] or "(all)",
+                    "classifier": type(classifier).__name__,
+                    **{
+                        f"classifier.{key}": value
+                        for key, value in sorted(classifier.get_params().items())
+                        if isinstance(value, (int, float, str, bool)) or value is None
+                    },
+                }
+            )
+            mlflow.log_metrics(metrics)
+            mlflow.log_metrics({f"rows_{name}": float(value) for name, value in rows.items()})
+            shares = {name: part["fraud_share"] for name, part in split.counts().items()}
+            mlflow.log_metrics({f"fraud_share_{name}": share for name, share in shares.items()})
+            mlflow.set_tags(_lineage(offline, rows, time_range, watermark))
+            labels, scores = holdout
+            for path, figure in train_plots.figures(labels, scores, threshold, importances).items():
+                mlflow.log_figure(figure, path)
+                train_plots.close(figure)
+            mlflow.log_dict(importances, "feature_importances.json")
+            info = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                serialization_format="skops",
+                skops_trusted_types=trusted_types(options.model),
+                # Named, so MLflow need not load the model in a subprocess to infer them.
+                pip_requirements=_requirements(),
+                signature=signature,
+                input_example=example,
+                pyfunc_predict_fn="predict_proba",
+                registered_model_name=registry.model_name,
+                metadata={
+                    "threshold": threshold,
+                    "threshold_rule": THRESHOLD_RULE,
+                    "inputs": inputs,
+                    "features_version": FEATURES_VERSION,
+                },
+            )
+            version = str(info.registered_model_version)
+            client = mlflow.MlflowClient()
+            for key, value in {
+                "threshold": threshold,
+                "run_id": run.info.run_id,
+                "roc_auc": metrics["roc_auc"],
+                "features_version": FEATURES_VERSION,
+            }.items():
+                client.set_model_version_tag(registry.model_name, version, key, str(value))
+            registry.set_alias(mlflow, CANDIDATE_ALIAS, version)
+            return run.info.run_id, experiment_id, version
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [
+        f"{name}=={version(name)}"
+        for name in ("scikit-learn", "skops", "numpy", "scipy", "pandas", "mlflow")
+    ]
+
+
+def _lineage(
+    offline: ParquetStore, rows: dict[str, int], time_range: dict[str, str], watermark: str
+) -> dict[str, str]:
+    tags = {
+        "fraudctl.snapshots.events": offline.table_uri("events"),
+        "fraudctl.snapshots.labels": offline.table_uri("labels"),
+        "fraudctl.snapshots.features": offline.table_uri("features"),
+        "fraudctl.feature_view": EVENT_FEATURES_VIEW,
+        "fraudctl.feature_names": ",".join(FEATURE_NAMES),
+        "fraudctl.features_version": FEATURES_VERSION,
+        "fraudctl.model_inputs": ",".join(MODEL_INPUTS),
+        "fraudctl.labels_watermark": watermark,
+        **{f"fraudctl.time.{key}": value for key, value in time_range.items() if value},
+        **{f"fraudctl.rows.{key}": str(value) for key, value in rows.items()},
+    }
+    commit = git_commit()
+    if commit:
+        tags["fraudctl.git_commit"] = commit
+    return tags
+
+
+def git_commit() -> str | None:
+    """The commit of the fraudctl source when it runs from a git checkout."""
+    try:
+        found = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = found.stdout.strip()
+    return text if found.returncode == 0 and len(text) == 40 else None
+
+
+def retrain_every(
+    offline: ParquetStore,
+    feast: OnlineState,
+    registry: Registry,
+    options: TrainOptions,
+    interval_s: float,
+    progress: Progress,
+    report: Callable[[dict[str, Any]], None],
+    should_stop: Callable[[], bool],
+) -> int:
+    """Train now, then every ``interval_s`` seconds when labeled data has changed since
+    the previous run (a round without new labels is reported as skipped, as is a round
+    with too little data).  Stops between rounds when ``should_stop()``; returns the
+    number of runs that registered a version.  A backend outage ends the loop (exit 3)."""
+    trained = 0
+    previous: str | None = None
+    while not should_stop():
+        progress("reading events and labels")
+        labeled = labeled_events(offline, options.since, None, datetime.now(UTC))
+        if previous is not None and labeled.watermark == previous:
+            report(Skipped(labeled.watermark, len(labeled.frame)).as_dict())
+        else:
+            try:
+                result = train_once(offline, feast, registry, options, progress, labeled)
+            except Refused as exc:
+                report({"skipped": True, "reason": exc.message, "labeled": len(labeled.frame)})
+            else:
+                trained += 1
+                report(result.as_dict())
+            previous = labeled.watermark
+        deadline = time.monotonic() + interval_s
+        upcoming = datetime.fromtimestamp(time.time() + interval_s, UTC)
+        progress(f"next round at {upcoming.isoformat(timespec='seconds')} (Ctrl-C stops)")
+        while time.monotonic() < deadline and not should_stop():
+            time.sleep(min(0.2, max(deadline - time.monotonic(), 0)))
+    return trained

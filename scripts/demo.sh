@@ -11,12 +11,14 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "1/6 embedded default profile: every backend is local"
 $F --home "$HOME_DIR" doctor
 
-step "2/6 a synthetic stream with delayed labels, materialized into the feature store"
+step "2/6 a synthetic stream with delayed labels, materialized into the feature store, trained on"
 $F --home "$HOME_DIR" produce --count 20000 --rate 0 --label-delay 0 --seed 1
 $F --home "$HOME_DIR" produce --duration 3 --rate 500 --label-delay 1 --invalid-rate 0.01
 $F --home "$HOME_DIR" materialize
 $F --home "$HOME_DIR" materialize --check-freshness
 $F --home "$HOME_DIR" features get user-1
+echo "-- training on a point-in-time training set; MLflow (sqlite) registers a candidate"
+$F --home "$HOME_DIR" train
 
 step "3/6 the data contract: JSON Schema (first lines) and validation"
 $F schema > "$HOME_DIR/transaction.schema.json"
@@ -43,3 +45,5 @@ $F --profile stack --home "$HOME_DIR" materialize
 echo "-- rebuilding the online store from the offline snapshots (the recovery path after losing Redis)"
 $F --profile stack --home "$HOME_DIR" materialize --backfill 2000-01-01 2100-01-01
 $F --profile stack --home "$HOME_DIR" materialize --check-freshness
+echo "-- training from the S3 snapshots; the MLflow server stores the run and the model in S3"
+$F --profile stack --home "$HOME_DIR" train

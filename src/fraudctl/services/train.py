@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -144,7 +145,6 @@ def labeled_events(
     as_of: datetime,
 ) -> LabeledEvents:
     """Events of ``[since, until)`` joined with the labels that had arrived by ``as_of``."""
-    import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
     condition = None
@@ -153,27 +153,34 @@ def labeled_events(
     if until is not None:
         upper = ds.field("event_ts") < until
         condition = upper if condition is None else condition & upper
-    events = offline.read("events", EVENT_COLUMNS, condition)
+    events = _one_per_id(offline.read("events", EVENT_COLUMNS, condition), "event_ts")
     arrived = ds.field("label_ts") <= as_of
-    labels = offline.read("labels", ("event_id", "label", "label_ts"), arrived)
-    if not events.num_rows:
-        empty = _empty_labeled()
-        return LabeledEvents(empty, 0, 0, as_of)
-    events_frame = events.to_pandas().drop_duplicates("event_id")
-    if labels.num_rows:
-        # A re-delivered label counts once: the newest that had arrived.
-        labels = labels.sort_by([("event_id", "ascending"), ("label_ts", "descending")])
-        first = pc.not_equal(labels["event_id"][1:], labels["event_id"][:-1])
-        import pyarrow as pa
+    # A re-delivered label counts once: the newest that had arrived.
+    labels = _one_per_id(
+        offline.read("labels", ("event_id", "label", "label_ts"), arrived), "label_ts"
+    )
+    if not events.num_rows or not labels.num_rows:
+        return LabeledEvents(_empty_labeled(), events.num_rows, events.num_rows, as_of)
+    joined = events.join(labels, "event_id", join_type="inner")
+    joined = joined.rename_columns(
+        ["event_timestamp" if name == "event_ts" else name for name in joined.column_names]
+    )
+    return LabeledEvents(
+        joined.to_pandas(), events.num_rows, events.num_rows - joined.num_rows, as_of
+    )
 
-        keep = pa.concat_arrays([pa.array([True]), first.combine_chunks()])
-        labels = labels.filter(keep)
-        labels_frame = labels.to_pandas()
-    else:
-        labels_frame = _empty_labels()
-    joined = events_frame.merge(labels_frame, on="event_id", how="inner", validate="one_to_one")
-    joined = joined.rename(columns={"event_ts": "event_timestamp"})
-    return LabeledEvents(joined, len(events_frame), len(events_frame) - len(joined), as_of)
+
+def _one_per_id(table: Any, newest_by: str) -> Any:
+    """``table`` with one row per ``event_id``: the one with the largest ``newest_by``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not table.num_rows or pc.count_distinct(table["event_id"]).as_py() == table.num_rows:
+        return table
+    table = table.sort_by([("event_id", "ascending"), (newest_by, "descending")])
+    ids = table["event_id"].combine_chunks()
+    changed = pc.not_equal(ids[1:], ids[:-1])
+    return table.filter(pa.concat_arrays([pa.array([True]), changed]))
 
 
 def _empty_labeled() -> Any:
@@ -189,26 +196,19 @@ def _empty_labeled() -> Any:
     )
 
 
-def _empty_labels() -> Any:
-    import pandas as pd
-
-    return pd.DataFrame(
-        {
-            "event_id": pd.Series(dtype="object"),
-            "label": pd.Series(dtype="int64"),
-            "label_ts": pd.Series(dtype="datetime64[us, UTC]"),
-        }
-    )
-
-
 def with_features(feast: OnlineState, labeled: LabeledEvents) -> tuple[Any, int]:
     """Feast's point-in-time join of the ``event_features`` view onto the labeled events;
     returns the rows sorted by event time and how many labeled events had no features
     (labels can arrive before materialize has written their event's features)."""
     if not len(labeled.frame):
         return labeled.frame, 0
-    entity = labeled.frame.drop(columns=["label_ts"])
-    frame = feast.historical_features(entity, EVENT_FEATURES_VIEW, FEATURE_NAMES)
+    # Feast gets only the entity keys and times (carrying the other columns through its
+    # join doubles its time); they are joined back by event_id, one row per event.
+    entity = labeled.frame[["event_id", "event_timestamp"]]
+    found = feast.historical_features(entity, EVENT_FEATURES_VIEW, FEATURE_NAMES)
+    frame = labeled.frame.drop(columns=["label_ts"]).merge(
+        found.drop(columns=["event_timestamp"]), on="event_id", how="left"
+    )
     missing = frame[list(FEATURE_NAMES)].isna().any(axis=1)
     frame = frame.loc[~missing]
     frame = frame.sort_values(["event_timestamp", "event_id"], kind="stable").reset_index(drop=True)
@@ -429,6 +429,7 @@ def _log_run(
                 mlflow.log_figure(figure, path)
                 train_plots.close(figure)
             mlflow.log_dict(importances, "feature_importances.json")
+            _log_predictions(mlflow, split.holdout, scores)
             info = mlflow.sklearn.log_model(
                 model,
                 name="model",
@@ -458,6 +459,16 @@ def _log_run(
                 client.set_model_version_tag(registry.model_name, version, key, str(value))
             registry.set_alias(mlflow, CANDIDATE_ALIAS, version)
             return run.info.run_id, experiment_id, version
+
+
+def _log_predictions(mlflow: Any, holdout: Any, scores: Any) -> None:
+    """The holdout's scores as training saw them (``predictions/holdout.parquet``): what a
+    reloaded model must reproduce, and the rows to compare another model on."""
+    with tempfile.TemporaryDirectory(prefix="fraudctl-train-") as directory:
+        path = Path(directory) / "holdout.parquet"
+        frame = holdout[["event_id", "event_timestamp", "label"]].assign(score=scores)
+        frame.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), "predictions")
 
 
 def _requirements() -> list[str]:

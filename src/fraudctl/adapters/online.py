@@ -96,6 +96,7 @@ class OnlineState:
         try:
             with self._s3_credentials(), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Discarding nonzero nanoseconds")
+                warnings.simplefilter("ignore", FutureWarning)  # Dask's pandas use, not ours
                 job = self.store.get_historical_features(
                     entity_df=entity, features=[f"{view}:{name}" for name in names]
                 )

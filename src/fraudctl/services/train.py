@@ -126,7 +126,7 @@ class TrainResult:
 
 @dataclass
 class Skipped:
-    """A ``--every`` round that found no new labeled data."""
+    """A ``--every`` round that did not train: no new labeled data, or too little."""
 
     watermark: str
     labeled: int
@@ -543,7 +543,7 @@ def retrain_every(
             try:
                 result = train_once(offline, feast, registry, options, progress, labeled)
             except Refused as exc:
-                report({"skipped": True, "reason": exc.message, "labeled": len(labeled.frame)})
+                report(Skipped(labeled.watermark, len(labeled.frame), exc.message).as_dict())
             else:
                 trained += 1
                 report(result.as_dict())

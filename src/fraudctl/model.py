@@ -23,6 +23,8 @@ that held-back data (:func:`calibrate`), so its scores are probabilities.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fraudctl.contract import COUNTRIES, DEVICES
@@ -107,6 +109,37 @@ def make_pipeline(kind: str, seed: int = 0, inputs: Sequence[str] = MODEL_INPUTS
     else:
         raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
     return Pipeline([("encode", encode), ("classify", classifier)])
+
+
+def all_trusted_types() -> list[str]:
+    """Every type fraudctl's own models need trusted: what serving loads with (never the
+    list a model file carries about itself)."""
+    return sorted({t for kind in MODEL_KINDS for t in trusted_types(kind)})
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered model ready to score: where it came from and its stored threshold."""
+
+    name: str
+    version: str
+    alias: str
+    model: Any
+    threshold: float
+
+    def scores(self, frame: Any) -> Any:
+        return self.model.predict_proba(frame[list(MODEL_INPUTS)])[:, 1]
+
+
+def load_model_dir(path: Path, name: str, version: str, alias: str) -> LoadedModel:
+    """Load an MLflow model directory written by ``train`` (``model.skops`` + ``MLmodel``)
+    with skops and fraudctl's reviewed trusted types."""
+    import skops.io
+    import yaml
+
+    meta = yaml.safe_load((path / "MLmodel").read_text()).get("metadata") or {}
+    model = skops.io.load(path / "model.skops", trusted=all_trusted_types())
+    return LoadedModel(name, version, alias, model, float(meta.get("threshold", 0.5)))
 
 
 def calibrate(pipeline: Any, frame: Any, labels: Any) -> Any:

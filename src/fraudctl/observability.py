@@ -83,3 +83,129 @@ class MaterializeMetrics:
         from prometheus_client import start_http_server
 
         start_http_server(port, addr=host, registry=self.registry)
+
+
+# Request latency buckets: resolve a p95 of a few milliseconds and still the 200 ms SLO.
+LATENCY_BUCKETS = (
+    0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
+    0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5,
+)  # fmt: skip
+SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+DELTA_BUCKETS = (-0.5, -0.2, -0.1, -0.05, -0.01, 0.0, 0.01, 0.05, 0.1, 0.2, 0.5)
+
+
+class ServeMetrics:
+    """What a scoring replica exports on /metrics."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "fraudctl_requests",
+            "Scored events, by variant, HTTP status and model version.",
+            ["variant", "status", "model_version"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "fraudctl_request_latency_seconds",
+            "End-to-end scoring time of a request (features + model), by variant.",
+            ["variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.fetch = Histogram(
+            "fraudctl_feature_fetch_seconds",
+            "Online-store read of a request, by variant.",
+            ["variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model = Histogram(
+            "fraudctl_model_seconds",
+            "Model evaluation of a request, by variant.",
+            ["variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.scores = Histogram(
+            "fraudctl_score", "Scores served, by variant.", ["variant"], buckets=SCORE_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.shadow_agreement = Counter(
+            "fraudctl_shadow_decisions",
+            "Shadow decisions against the served decision (agree=true|false).",
+            ["agree"],
+            registry=r,
+        )
+        self.shadow_delta = Histogram(
+            "fraudctl_shadow_score_delta",
+            "Shadow score minus served score.",
+            buckets=DELTA_BUCKETS,
+            registry=r,
+        )
+        self.shadow_errors = Counter(
+            "fraudctl_shadow_errors", "Shadow scorings that failed.", registry=r
+        )
+        self.canary_weight = Gauge(
+            "fraudctl_canary_weight_percent", "Share of users sent to the canary.", registry=r
+        )
+        self.freshness = Gauge(
+            "fraudctl_feature_freshness_seconds",
+            "Now minus the event time of the newest event in the online store.",
+            registry=r,
+        )
+        self.model_version = Gauge(
+            "fraudctl_model_version_info",
+            "1 for the version each variant serves.",
+            ["variant", "alias", "model_version"],
+            registry=r,
+        )
+        self.unavailable = Counter(
+            "fraudctl_online_store_unavailable",
+            "Requests answered 503 because the online store could not be read.",
+            registry=r,
+        )
+        self.registry_errors = Counter(
+            "fraudctl_registry_errors", "Alias checks that could not reach the registry.",
+            registry=r,
+        )  # fmt: skip
+        self.logged = Counter(
+            "fraudctl_predictions_logged", "Rows appended to the prediction log.", registry=r
+        )
+        self.log_dropped = Counter(
+            "fraudctl_predictions_dropped",
+            "Rows not logged because the background queue was full.",
+            registry=r,
+        )
+        self._version_labels: list[tuple[str, str, str]] = []
+
+    def observe(
+        self, variant: str, version: str, score: float, total_s: float, fetch_s: float,
+        model_s: float,
+    ) -> None:  # fmt: skip
+        self.requests.labels(variant=variant, status="200", model_version=version).inc()
+        self.latency.labels(variant=variant).observe(total_s)
+        self.fetch.labels(variant=variant).observe(fetch_s)
+        self.model.labels(variant=variant).observe(model_s)
+        self.scores.labels(variant=variant).observe(score)
+
+    def shadow(self, agree: bool, delta: float) -> None:
+        self.shadow_agreement.labels(agree=str(agree).lower()).inc()
+        self.shadow_delta.observe(delta)
+
+    def versions(self, variants: Any) -> None:
+        for labels in self._version_labels:
+            self.model_version.remove(*labels)
+        self._version_labels = []
+        for variant in ("baseline", "canary", "shadow"):
+            model = getattr(variants, variant)
+            if model is not None:
+                labels = (variant, model.alias, model.version)
+                self.model_version.labels(*labels).set(1)
+                self._version_labels.append(labels)
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

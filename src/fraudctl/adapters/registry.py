@@ -17,6 +17,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +29,7 @@ HTTP_LIMITS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 QUIET_LOGGERS = ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.models")
 
@@ -106,6 +108,44 @@ class Registry:
 
     def set_alias(self, mlflow: Any, alias: str, version: str) -> None:
         mlflow.MlflowClient().set_registered_model_alias(self.model_name, alias, version)
+
+
+def resolve_alias(registry: Registry, mlflow: Any, alias: str) -> str | None:
+    """The version an alias points at, or None when the alias (or model) does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = mlflow.MlflowClient().get_model_version_by_alias(registry.model_name, alias)
+    except MlflowException as exc:
+        if _is_unreachable(exc):
+            raise
+        return None
+    return str(found.version)
+
+
+def download_version(registry: Registry, mlflow: Any, version: str) -> Path:
+    """The model directory of a version, downloaded once into
+    ``$FRAUDCTL_HOME/models/NAME/VERSION`` (versions never change)."""
+    import shutil
+    import tempfile
+
+    target = registry.settings.home / "models" / registry.model_name / version
+    if (target / "MLmodel").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
+    try:
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{registry.model_name}/{version}", dst_path=str(staging)
+        )
+        try:
+            staging.rename(target)
+        except OSError:  # another process got there first
+            if not (target / "MLmodel").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def _is_unreachable(exc: BaseException) -> bool:

@@ -16,6 +16,7 @@ from fraudctl.cli import (
     doctor_cmd,
     materialize_cmd,
     produce_cmd,
+    serve_cmd,
     stack_cmd,
     train_cmd,
 )
@@ -84,6 +85,8 @@ app.command("doctor")(doctor_cmd.doctor)
 app.command("produce")(produce_cmd.produce)
 app.command("materialize")(materialize_cmd.materialize)
 app.command("train")(train_cmd.train)
+app.command("serve")(serve_cmd.serve)
+app.add_typer(serve_cmd.canary_app, name="canary")
 features_app = typer.Typer(help="Inspect features.", no_args_is_help=True)
 features_app.command("get")(materialize_cmd.features_get)
 app.add_typer(features_app, name="features")

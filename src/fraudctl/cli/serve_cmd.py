@@ -1,0 +1,249 @@
+"""`fraudctl serve` and `fraudctl canary`."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+
+from fraudctl.cli.common import (
+    GracefulStop,
+    JsonOption,
+    console,
+    err_console,
+    key_values,
+    parse_duration,
+    print_json,
+    state_of,
+)
+
+UrlOption = Annotated[
+    str,
+    typer.Option(envvar="FRAUDCTL_SERVE_URL", help="The running server (FRAUDCTL_SERVE_URL)."),
+]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def serve(
+    ctx: typer.Context,
+    canary: Annotated[
+        float, typer.Option(min=0, max=100, help="Percent of users sent to the 'staging' model.")
+    ] = 0.0,
+    shadow: Annotated[
+        bool, typer.Option("--shadow", help="Also score every request with 'candidate', off-path.")
+    ] = False,
+    replicas: Annotated[int, typer.Option(min=1, max=64, help="Ray Serve replicas.")] = 1,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    engine: Annotated[
+        str, typer.Option(help="ray (Ray Serve, default) or uvicorn (one process, no Ray).")
+    ] = "ray",
+    as_json: JsonOption = False,
+) -> None:
+    """Serve fraud scores over HTTP: POST /v1/score, /v1/score/batch; GET /health, /ready,
+    /metrics, /v1/models, /v1/canary; OpenAPI at /openapi.json. Runs until Ctrl-C.
+
+    Exit 3 when the registry or the online store is unreachable at start, 4 when no
+    model is registered yet.
+    """
+    from fraudctl.errors import UsageError
+
+    if engine not in ("ray", "uvicorn"):
+        raise UsageError(f"--engine {engine!r} is not known", hint="use ray or uvicorn")
+    if engine == "uvicorn" and replicas != 1:
+        raise UsageError("--engine uvicorn runs one process", hint="drop --replicas")
+    settings = state_of(ctx).settings
+    versions = _preflight(settings)
+    url = f"http://{host}:{port}"
+    ready = {
+        "url": url,
+        "engine": engine,
+        "replicas": replicas,
+        "canary_pct": canary,
+        "shadow": shadow,
+        "aliases": versions,
+    }
+    if engine == "uvicorn":
+        from fraudctl.serving.hosts import run_uvicorn
+
+        _announce(ready, as_json)
+        run_uvicorn(settings, host, port, canary, shadow)
+        return
+    from fraudctl.serving.hosts import start_ray, stop_ray
+
+    try:
+        with err_console.status("starting Ray Serve…"):
+            start_ray(settings, host, port, canary, shadow, replicas)
+        _announce(ready, as_json)
+        with GracefulStop() as stop:
+            while not stop.requested():
+                time.sleep(0.2)
+    finally:
+        with err_console.status("stopping…"):
+            stop_ray()
+
+
+def _preflight(settings: Any) -> dict[str, str | None]:
+    """Exit 3 naming the URI when the registry is unreachable; exit 4 when nothing is
+    registered under any alias a variant serves."""
+    from fraudctl.adapters.registry import Registry
+    from fraudctl.errors import Refused
+    from fraudctl.serving.scorer import BASELINE_ALIASES, ModelSource
+
+    Registry(settings).check()
+    versions = ModelSource(settings, shadow=False).versions()
+    if not any(versions.get(alias) for alias in BASELINE_ALIASES):
+        raise Refused(
+            f"nothing to serve: {settings.model_name} has none of the aliases "
+            f"{', '.join(BASELINE_ALIASES)}",
+            hint="`fraudctl train` registers a 'candidate'; `fraudctl promote` moves it on",
+        )
+    return versions
+
+
+def _announce(ready: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(ready)
+        return
+    console.print(f"serving on [bold]{ready['url']}[/bold] ({ready['engine']}); Ctrl-C stops")
+    console.print(key_values({k: v for k, v in ready.items() if k != "url"}))
+
+
+# -- canary ------------------------------------------------------------------------------
+
+canary_app = typer.Typer(help="Watch and steer the canary of a running server.")
+
+
+def _call(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    import httpx
+
+    from fraudctl.errors import BackendUnavailable
+
+    try:
+        response = httpx.request(method, url.rstrip("/") + path, json=body, timeout=10)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise BackendUnavailable(
+            f"server at {url}: {method} {path} failed ({exc})",
+            hint="is `fraudctl serve` running there? set --url / FRAUDCTL_SERVE_URL",
+        ) from exc
+    return response.json()
+
+
+@canary_app.command("status")
+def status(
+    url: UrlOption = DEFAULT_URL,
+    window: Annotated[str, typer.Option(help="Trailing window, e.g. 5m.")] = "5m",
+    as_json: JsonOption = False,
+) -> None:
+    """Per-variant requests, error rate, p50/p95, mean score, shadow agreement."""
+    seconds = parse_duration("--window", window)
+    result = _call(url, "GET", f"/v1/canary?window={seconds}")
+    if as_json:
+        print_json(result)
+        return
+    console.print(f"canary weight {result['canary_weight']:g} % · window {window}")
+    for name, stats in sorted(result["variants"].items()):
+        console.print(key_values(stats, title=name))
+
+
+@canary_app.command("set")
+def set_weight(
+    pct: Annotated[float, typer.Argument(min=0, max=100, help="Percent of users.")],
+    url: UrlOption = DEFAULT_URL,
+    reason: Annotated[str, typer.Option(help="Recorded with the change.")] = "set by operator",
+    as_json: JsonOption = False,
+) -> None:
+    """Change the split on the running server (no restart)."""
+    change = _call(url, "POST", "/v1/canary", {"weight": pct, "reason": reason})
+    _print_change(change, as_json)
+
+
+@canary_app.command("rollback")
+def rollback(
+    url: UrlOption = DEFAULT_URL,
+    reason: Annotated[str, typer.Option(help="Recorded with the rollback.")] = "operator rollback",
+    as_json: JsonOption = False,
+) -> None:
+    """Send no traffic to the canary, recording why."""
+    change = _call(url, "POST", "/v1/canary", {"weight": 0, "reason": f"rollback: {reason}"})
+    _print_change(change, as_json)
+
+
+def _print_change(change: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(change)
+    else:
+        console.print(
+            f"canary weight {change['previous']:g} % → {change['weight']:g} % ({change['reason']})"
+        )
+
+
+@canary_app.command("watch")
+def watch(
+    url: UrlOption = DEFAULT_URL,
+    auto_rollback: Annotated[
+        bool, typer.Option("--auto-rollback", help="Roll back when a threshold is crossed.")
+    ] = False,
+    max_error_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.01,
+    max_p95_ms: Annotated[float, typer.Option(min=0)] = 200.0,
+    min_requests: Annotated[int, typer.Option(min=1)] = 200,
+    window: Annotated[str, typer.Option(help="Trailing window judged, e.g. 5m.")] = "5m",
+    interval: Annotated[str, typer.Option(help="Time between checks.")] = "5s",
+    for_: Annotated[
+        str | None, typer.Option("--for", help="Stop watching after this long (exit 0).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check the canary every --interval over the trailing --window; with enough requests,
+    an error rate or p95 above the limits is a breach. With --auto-rollback a breach sets
+    the canary to 0 % (recording what was seen) and exits 4."""
+    from fraudctl.errors import Refused
+
+    window_s = parse_duration("--window", window)
+    every_s = parse_duration("--interval", interval)
+    until = time.monotonic() + parse_duration("--for", for_) if for_ else None
+    checks = 0
+    with GracefulStop() as stop:
+        while not stop.requested() and (until is None or time.monotonic() < until):
+            result = _call(url, "GET", f"/v1/canary?window={window_s}")
+            checks += 1
+            breach = _breach(result, max_error_rate, max_p95_ms, min_requests)
+            if breach is not None:
+                if not auto_rollback:
+                    err_console.print(f"[red]breach[/red]: {breach}")
+                else:
+                    change = _call(
+                        url,
+                        "POST",
+                        "/v1/canary",
+                        {"weight": 0, "reason": f"auto-rollback: {breach}"},
+                    )
+                    if as_json:
+                        print_json({"rolled_back": True, "breach": breach, "change": change})
+                    raise Refused(f"canary rolled back: {breach}")
+            deadline = time.monotonic() + every_s
+            while time.monotonic() < deadline and not stop.requested():
+                time.sleep(0.1)
+    summary = {"rolled_back": False, "checks": checks}
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(f"no breach in {checks} check(s)")
+
+
+def _breach(
+    result: dict[str, Any], max_error_rate: float, max_p95_ms: float, min_requests: int
+) -> str | None:
+    stats = result["variants"].get("canary")
+    if not stats or result["canary_weight"] <= 0 or stats["requests"] < min_requests:
+        return None
+    if stats["error_rate"] > max_error_rate:
+        return (
+            f"error rate {stats['error_rate']:.2%} > {max_error_rate:.2%} over "
+            f"{stats['requests']} canary requests in {result['window_s']:g} s"
+        )
+    if stats["p95_ms"] is not None and stats["p95_ms"] > max_p95_ms:
+        return f"p95 {stats['p95_ms']:.1f} ms > {max_p95_ms:g} ms over {stats['requests']} requests"
+    return None

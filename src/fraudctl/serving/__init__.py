@@ -1,0 +1,1 @@
+"""Online scoring: the scorer, its web app, and the Ray Serve deployment."""

@@ -1,0 +1,214 @@
+"""The FastAPI app of `fraudctl serve`: the same routes under Ray Serve (as the ingress
+deployment) and in the plain single-process server.
+
+The process hosting it calls :func:`attach` with its :class:`~fraudctl.serving.scorer.Scorer`
+and :class:`~fraudctl.serving.tracing.Tracing` once, before traffic.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from fastapi import Body, FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from fraudctl.contract import Transaction
+from fraudctl.errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    from fraudctl.serving.scorer import Scorer
+    from fraudctl.serving.tracing import Tracing
+
+MAX_BODY = 64 * 1024  # one transaction
+MAX_BATCH_BODY = 1024 * 1024  # a batch of up to MAX_BATCH transactions
+MAX_BATCH = 1000
+
+_hosted: dict[str, Any] = {}
+
+
+def attach(scorer: Scorer, tracing: Tracing) -> None:
+    _hosted["scorer"], _hosted["tracing"] = scorer, tracing
+
+
+def _scorer() -> Scorer:
+    scorer: Scorer = _hosted["scorer"]
+    return scorer
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class ScoreResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    event_id: str
+    score: float = Field(ge=0, le=1)
+    decision: Literal["allow", "block"]
+    threshold: float
+    model_name: str
+    model_version: str
+    variant: Literal["baseline", "canary"]
+    trace_id: str
+    features: dict[str, float]
+    features_age_seconds: float | None
+    fallback: bool = Field(description="A failing canary's request served by the baseline.")
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    transactions: list[Transaction] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class BatchResponse(BaseModel):
+    results: list[ScoreResponse]
+    trace_id: str
+
+
+class CanaryChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    weight: float = Field(ge=0, le=100, description="Percent of users sent to the canary.")
+    reason: str = Field(default="set by operator", max_length=500)
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": Problem, "description": "Body too large."},
+    503: {"model": Problem, "description": "Online store unavailable; retry."},
+}
+
+app = FastAPI(
+    title="fraudctl scoring",
+    version="1",
+    description="Real-time fraud scores from the registered models and online features.",
+)
+
+
+@app.middleware("http")
+async def limit_body(request: Request, call_next: Any) -> Any:
+    """413 for bodies over the limit, declared or streamed, before anything parses them."""
+    limit = MAX_BATCH_BODY if request.url.path.endswith("/batch") else MAX_BODY
+    declared = request.headers.get("content-length")
+    too_large = JSONResponse({"detail": f"body larger than {limit} bytes"}, status_code=413)
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return too_large
+    if request.method == "POST":
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                return too_large
+        request._body = body
+    return await call_next(request)
+
+
+def _refuse_label(transactions: list[Transaction]) -> JSONResponse | None:
+    for index, t in enumerate(transactions):
+        if t.label is not None:
+            return JSONResponse(
+                {
+                    "detail": [
+                        {
+                            "loc": ["body", index, "label"],
+                            "msg": "must be absent or null when scoring (truth arrives later)",
+                            "type": "value_error",
+                        }
+                    ]
+                },
+                status_code=422,
+            )
+    return None
+
+
+def _score(transactions: list[Transaction], request: Request, response: Response) -> Any:
+    tracing: Tracing = _hosted["tracing"]
+    with tracing.request("score", request.headers.get("traceparent")) as trace:
+        trace.set("fraudctl.batch_size", len(transactions))
+        try:
+            results = _scorer().score(transactions, trace)
+        except BackendUnavailable as exc:
+            return JSONResponse(
+                {"detail": f"online store unavailable: {exc.message}"},
+                status_code=503,
+                headers={"Retry-After": "1", "traceparent": trace.traceparent},
+            )
+        response.headers["traceparent"] = trace.traceparent
+        return results, trace.trace_id
+
+
+@app.post(
+    "/v1/score",
+    response_model=ScoreResponse,
+    responses=ERRORS,
+    summary="Score one transaction",
+)
+def score(transaction: Annotated[Transaction, Body()], request: Request, response: Response) -> Any:
+    refused = _refuse_label([transaction])
+    if refused is not None:
+        return refused
+    outcome = _score([transaction], request, response)
+    if isinstance(outcome, JSONResponse):
+        return outcome
+    return outcome[0][0]
+
+
+@app.post(
+    "/v1/score/batch",
+    response_model=BatchResponse,
+    responses=ERRORS,
+    summary=f"Score up to {MAX_BATCH} transactions",
+)
+def score_batch(batch: BatchRequest, request: Request, response: Response) -> Any:
+    refused = _refuse_label(batch.transactions)
+    if refused is not None:
+        return refused
+    outcome = _score(batch.transactions, request, response)
+    if isinstance(outcome, JSONResponse):
+        return outcome
+    results, trace_id = outcome
+    return {"results": results, "trace_id": trace_id}
+
+
+@app.get("/health", summary="Liveness")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.get("/ready", summary="Readiness", responses={503: {"model": Problem}})
+def ready() -> Any:
+    ok, detail = _scorer().ready()
+    if not ok:
+        return JSONResponse({"detail": detail}, status_code=503)
+    return {"status": "ready", "detail": detail}
+
+
+@app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics() -> Response:
+    body, content_type = _scorer().metrics.render()
+    return Response(body, media_type=content_type)
+
+
+@app.get("/v1/models", summary="What serves each variant, and the split")
+def models() -> dict[str, Any]:
+    scorer = _scorer()
+    return scorer.variants.describe(scorer.weight, scorer.shadow_on)
+
+
+@app.get("/v1/canary", summary="Live per-variant statistics over a trailing window")
+def canary_status(
+    window: Annotated[float, Query(gt=0, le=3600, description="Seconds.")] = 300.0,
+) -> dict[str, Any]:
+    scorer = _scorer()
+    status = scorer.control.status(window)
+    status["models"] = scorer.variants.describe(scorer.weight, scorer.shadow_on)
+    return status
+
+
+@app.post("/v1/canary", summary="Set the canary weight (percent of users)")
+def canary_set(change: CanaryChange) -> dict[str, Any]:
+    scorer = _scorer()
+    result = scorer.control.set_weight(change.weight, change.reason)
+    scorer.weight = change.weight  # this replica at once; the others within a second
+    return result

@@ -1,0 +1,104 @@
+"""The serving control plane: the canary weight (with its history) and per-variant live
+statistics, shared by every replica.
+
+Under Ray Serve one instance lives in a named actor that all replicas talk to; the plain
+single-process server (the benchmark's baseline) holds one in-process.  Replicas push
+per-second aggregates; ``status`` answers over a trailing window.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+HISTORY_S = 3600.0
+LATENCY_SAMPLES = 50_000  # per variant, newest kept
+
+
+@dataclass
+class _Bucket:
+    requests: int = 0
+    errors: int = 0
+    score_sum: float = 0.0
+    shadow_total: int = 0
+    shadow_agree: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+class Control:
+    def __init__(self, weight: float = 0.0) -> None:
+        self.weight = weight
+        self.changes: list[dict[str, Any]] = [
+            {"at": time.time(), "weight": weight, "reason": "serve started"}
+        ]
+        self._buckets: deque[tuple[float, str, _Bucket]] = deque()
+
+    # -- weight ---------------------------------------------------------------------
+
+    def get_weight(self) -> float:
+        return self.weight
+
+    def set_weight(self, weight: float, reason: str) -> dict[str, Any]:
+        change = {"at": time.time(), "weight": weight, "previous": self.weight, "reason": reason}
+        self.weight = weight
+        self.changes.append(change)
+        return change
+
+    def history(self) -> list[dict[str, Any]]:
+        return list(self.changes)
+
+    # -- statistics -----------------------------------------------------------------
+
+    def record(self, at: float, variant: str, stats: dict[str, Any]) -> None:
+        bucket = _Bucket(
+            stats["requests"],
+            stats["errors"],
+            stats["score_sum"],
+            stats["shadow_total"],
+            stats["shadow_agree"],
+            list(stats["latencies_ms"]),
+        )
+        self._buckets.append((at, variant, bucket))
+        horizon = time.time() - HISTORY_S
+        while self._buckets and self._buckets[0][0] < horizon:
+            self._buckets.popleft()
+
+    def status(self, window_s: float) -> dict[str, Any]:
+        since = time.time() - window_s
+        merged: dict[str, _Bucket] = {}
+        for at, variant, bucket in self._buckets:
+            if at < since:
+                continue
+            into = merged.setdefault(variant, _Bucket())
+            into.requests += bucket.requests
+            into.errors += bucket.errors
+            into.score_sum += bucket.score_sum
+            into.shadow_total += bucket.shadow_total
+            into.shadow_agree += bucket.shadow_agree
+            into.latencies_ms += bucket.latencies_ms
+        variants = {name: _summary(bucket) for name, bucket in merged.items()}
+        return {
+            "window_s": window_s,
+            "canary_weight": self.weight,
+            "variants": variants,
+            "changes": self.changes[-10:],
+        }
+
+
+def _summary(bucket: _Bucket) -> dict[str, Any]:
+    import numpy as np
+
+    latencies = np.asarray(bucket.latencies_ms[-LATENCY_SAMPLES:]) if bucket.latencies_ms else None
+    return {
+        "requests": bucket.requests,
+        "errors": bucket.errors,
+        "error_rate": bucket.errors / bucket.requests if bucket.requests else 0.0,
+        "p50_ms": float(np.percentile(latencies, 50)) if latencies is not None else None,
+        "p95_ms": float(np.percentile(latencies, 95)) if latencies is not None else None,
+        "mean_score": bucket.score_sum / bucket.requests if bucket.requests else None,
+        "shadow_agreement": bucket.shadow_agree / bucket.shadow_total
+        if bucket.shadow_total
+        else None,
+    }

@@ -1,0 +1,462 @@
+"""Scoring, independent of the web framework and of Ray: variants from registry aliases,
+sticky canary assignment, request-time features from the online store with the one
+feature implementation, shadow scoring and the prediction log off the response path,
+hot reload when an alias moves, metrics.
+
+One :class:`Scorer` lives in each serving replica (a Ray Serve replica, or the plain
+single-process server).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fraudctl.config import Settings
+from fraudctl.contract import Transaction
+from fraudctl.errors import BackendUnavailable
+from fraudctl.features import FEATURE_NAMES, Txn, compute_features
+from fraudctl.model import MODEL_INPUTS, LoadedModel
+
+log = logging.getLogger("fraudctl.serve")
+
+BASELINE_ALIASES = ("production", "staging", "candidate")  # first that exists
+CANARY_ALIAS = "staging"
+SHADOW_ALIAS = "candidate"
+RELOAD_S = 10.0  # how often aliases are checked
+STATS_S = 1.0  # how often live statistics go to the control plane
+LOG_FLUSH_S = 5.0  # prediction log: a Parquet file at most this often per replica
+LOG_FLUSH_ROWS = 20_000
+BUCKETS = 10_000  # canary assignment resolution: 0.01 %
+
+
+def bucket_of(user_id: str) -> int:
+    """A stable bucket in [0, 10000) per user: the same user always lands the same."""
+    digest = hashlib.blake2b(user_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+def assign_variant(user_id: str, weight_pct: float, has_canary: bool) -> str:
+    if has_canary and bucket_of(user_id) < round(weight_pct * BUCKETS / 100):
+        return "canary"
+    return "baseline"
+
+
+@dataclass(frozen=True)
+class Variants:
+    """What serves right now; replaced whole (one assignment) on reload."""
+
+    baseline: LoadedModel
+    canary: LoadedModel | None
+    shadow: LoadedModel | None
+    baseline_alias: str
+
+    def describe(self, weight: float, shadow_on: bool) -> dict[str, Any]:
+        def one(model: LoadedModel | None) -> dict[str, Any] | None:
+            if model is None:
+                return None
+            return {
+                "alias": model.alias,
+                "model_name": model.name,
+                "model_version": model.version,
+                "threshold": model.threshold,
+            }
+
+        note = None
+        if self.baseline_alias != "production":
+            note = f"no 'production' alias yet: the baseline serves '{self.baseline_alias}'"
+        return {
+            "baseline": one(self.baseline),
+            "canary": one(self.canary),
+            "shadow": one(self.shadow) if shadow_on else None,
+            "split": {
+                "canary_pct": weight if self.canary else 0.0,
+                "baseline_pct": 100.0 - (weight if self.canary else 0.0),
+            },
+            "note": note,
+        }
+
+
+class ModelSource:
+    """Loads the variants from the registry (versions cached on disk)."""
+
+    def __init__(self, settings: Settings, shadow: bool) -> None:
+        from fraudctl.adapters.registry import Registry
+
+        self.registry = Registry(settings)
+        self.shadow = shadow
+        self._loaded: dict[str, LoadedModel] = {}
+
+    def versions(self) -> dict[str, str | None]:
+        from fraudctl.adapters.registry import resolve_alias
+
+        with self.registry.session() as mlflow:
+            return {
+                alias: resolve_alias(self.registry, mlflow, alias)
+                for alias in ("production", "staging", "candidate")
+            }
+
+    def load(self, versions: dict[str, str | None]) -> Variants:
+        baseline_alias = next((a for a in BASELINE_ALIASES if versions.get(a)), None)
+        if baseline_alias is None:
+            raise BackendUnavailable(
+                f"no model to serve: {self.registry.model_name} has none of the aliases "
+                f"{', '.join(BASELINE_ALIASES)} in {self.registry.where}",
+                hint="train one first: `fraudctl train` registers a 'candidate'",
+            )
+        baseline = self._model(baseline_alias, versions[baseline_alias])
+        canary = None
+        if baseline_alias == "production" and versions.get(CANARY_ALIAS):
+            canary = self._model(CANARY_ALIAS, versions[CANARY_ALIAS])
+        shadow = None
+        if self.shadow and versions.get(SHADOW_ALIAS):
+            shadow = self._model(SHADOW_ALIAS, versions[SHADOW_ALIAS])
+        return Variants(baseline, canary, shadow, baseline_alias)
+
+    def _model(self, alias: str, version: str | None) -> LoadedModel:
+        from fraudctl.adapters.registry import download_version
+        from fraudctl.model import load_model_dir
+
+        assert version is not None
+        key = f"{alias}:{version}"
+        if key not in self._loaded:
+            with self.registry.session() as mlflow:
+                path = download_version(self.registry, mlflow, version)
+            self._loaded[key] = load_model_dir(path, self.registry.model_name, version, alias)
+        return self._loaded[key]
+
+
+@dataclass
+class _Live:
+    """Per-variant aggregates since the last push to the control plane."""
+
+    requests: int = 0
+    errors: int = 0
+    score_sum: float = 0.0
+    shadow_total: int = 0
+    shadow_agree: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class ControlLink:
+    """How a replica reads the canary weight and reports its statistics."""
+
+    get_weight: Callable[[], float]
+    record: Callable[[float, str, dict[str, Any]], None]
+    set_weight: Callable[[float, str], dict[str, Any]]
+    status: Callable[[float], dict[str, Any]]
+
+
+class _FallbackMarker:
+    """The baseline as it serves a failed canary's rows (a distinct object, same model)."""
+
+    @staticmethod
+    def of(model: LoadedModel) -> LoadedModel:
+        return LoadedModel(model.name, model.version, model.alias, model.model, model.threshold)
+
+
+def _model_inputs(
+    transactions: Sequence[Transaction], windows: dict[str, Any]
+) -> tuple[list[dict[str, Any]], Any]:
+    """Request-time model inputs: the event's fields plus its features from the user's
+    online window, by the one feature implementation."""
+    import pandas as pd
+
+    rows = []
+    for t in transactions:
+        txn = Txn(t.event_ts.timestamp(), t.transaction_amount, t.country, t.device, t.event_id)
+        rows.append(
+            {
+                "transaction_amount": t.transaction_amount,
+                "country": t.country,
+                "device": t.device,
+                **compute_features(windows[t.user_id], txn),
+            }
+        )
+    return rows, pd.DataFrame(rows, columns=list(MODEL_INPUTS))
+
+
+class Scorer:
+    def __init__(
+        self,
+        settings: Settings,
+        control: ControlLink,
+        shadow: bool,
+        source: ModelSource | None = None,
+        replica: str | None = None,
+    ) -> None:
+        from fraudctl.adapters.offline import open_offline
+        from fraudctl.adapters.online import OnlineState
+        from fraudctl.observability import ServeMetrics
+
+        self.settings = settings
+        self.control = control
+        self.shadow_on = shadow
+        self.replica = replica or uuid.uuid4().hex[:8]
+        self.source = source or ModelSource(settings, shadow)
+        self.metrics = ServeMetrics()
+        self.offline = open_offline(settings)
+        self.online = OnlineState(settings, self.offline.uri)
+        self._versions = self.source.versions()  # unreachable registry: exit 3 at start
+        self.variants = self.source.load(self._versions)
+        self.metrics.versions(self.variants)
+        self._dedupe: Any = None
+        self.weight = control.get_weight()
+        self.online_ok = True
+        self.newest_online: float | None = None
+        self._live: dict[str, _Live] = {}
+        self._live_lock = threading.Lock()
+        self._after: queue.Queue[tuple[list[dict[str, Any]], Any] | None] = queue.Queue(10_000)
+        self._log_rows: list[dict[str, Any]] = []
+        self._log_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._after_response, name="shadow-log", daemon=True),
+            threading.Thread(target=self._every, args=(RELOAD_S, self.reload), daemon=True),
+            threading.Thread(target=self._every, args=(STATS_S, self._sync), daemon=True),
+            threading.Thread(target=self._every, args=(LOG_FLUSH_S, self.flush_log), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        self._sync()
+
+    # -- request path ---------------------------------------------------------------
+
+    def score(self, transactions: Sequence[Transaction], trace: Any) -> list[dict[str, Any]]:
+        """Score a batch (1..1000); raises BackendUnavailable when the online store is."""
+        started = time.perf_counter()
+        variants, weight = self.variants, self.weight
+        with trace.span("feature_fetch"):
+            try:
+                windows = self.online.read(sorted({t.user_id for t in transactions}))
+            except BackendUnavailable:
+                self.online_ok = False
+                self.metrics.unavailable.inc()
+                raise
+            self.online_ok = True
+        fetch_s = time.perf_counter() - started
+        rows, frame = _model_inputs(transactions, windows)
+        assigned = [
+            assign_variant(t.user_id, weight, variants.canary is not None) for t in transactions
+        ]
+        with trace.span("model"):
+            model_started = time.perf_counter()
+            scores, served = self._evaluate(frame, assigned, variants)
+            model_s = time.perf_counter() - model_started
+        total_s = time.perf_counter() - started
+        age = time.time() - self.newest_online if self.newest_online else None
+        responses = []
+        for i, t in enumerate(transactions):
+            model = served[i]
+            responses.append(
+                {
+                    "event_id": t.event_id,
+                    "score": scores[i],
+                    "decision": "block" if scores[i] >= model.threshold else "allow",
+                    "threshold": model.threshold,
+                    "model_name": model.name,
+                    "model_version": model.version,
+                    "variant": assigned[i],
+                    "trace_id": trace.trace_id,
+                    "features": {name: rows[i][name] for name in FEATURE_NAMES},
+                    "features_age_seconds": age,
+                    "fallback": assigned[i] == "baseline" and model is not variants.baseline,
+                }
+            )
+            self.metrics.observe(assigned[i], model.version, scores[i], total_s, fetch_s, model_s)
+            self._count(assigned[i], requests=1, score=scores[i], latency_ms=total_s * 1000)
+        try:
+            self._after.put_nowait((responses, frame))
+        except queue.Full:
+            self.metrics.log_dropped.inc(len(responses))
+        return responses
+
+    def _evaluate(
+        self, frame: Any, assigned: list[str], variants: Variants
+    ) -> tuple[list[float], list[LoadedModel]]:
+        """Scores per row by its variant.  A canary that raises does not fail requests:
+        its rows are served by the baseline (``variant`` says baseline, ``fallback`` true)
+        and counted as canary errors."""
+        scores: list[float] = [0.0] * len(assigned)
+        served: list[LoadedModel] = [variants.baseline] * len(assigned)
+        for name in ("baseline", "canary"):
+            indexes = [i for i, v in enumerate(assigned) if v == name]
+            model = variants.baseline if name == "baseline" else variants.canary
+            if not indexes or model is None:
+                continue
+            try:
+                found = model.scores(frame.iloc[indexes]).tolist()
+            except Exception as exc:
+                if name == "baseline":
+                    raise
+                log.warning("canary %s failed (%s); served by baseline", model.version, exc)
+                self._count(name, requests=len(indexes), errors=len(indexes))
+                found = variants.baseline.scores(frame.iloc[indexes]).tolist()
+                model = _FallbackMarker.of(variants.baseline)
+                for i in indexes:
+                    assigned[i] = "baseline"
+            for i, score in zip(indexes, found, strict=True):
+                scores[i], served[i] = float(score), model
+        return scores, served
+
+    def _count(
+        self,
+        variant: str,
+        requests: int = 0,
+        errors: int = 0,
+        score: float = 0.0,
+        latency_ms: float | None = None,
+        shadow: tuple[int, int] | None = None,
+    ) -> None:
+        with self._live_lock:
+            live = self._live.setdefault(variant, _Live())
+            live.requests += requests
+            live.errors += errors
+            live.score_sum += score
+            if latency_ms is not None:
+                live.latencies_ms.append(latency_ms)
+            if shadow is not None:
+                live.shadow_total += shadow[0]
+                live.shadow_agree += shadow[1]
+
+    # -- after the response: shadow and the prediction log --------------------------
+
+    def _after_response(self) -> None:
+        while True:
+            item = self._after.get()
+            if item is None:
+                return
+            responses, frame = item
+            try:
+                self._shadow_and_log(responses, frame)
+            except Exception:  # never let the background path die
+                log.exception("shadow scoring / prediction log failed")
+
+    def _shadow_and_log(self, responses: list[dict[str, Any]], frame: Any) -> None:
+        shadow = self.variants.shadow if self.shadow_on else None
+        shadow_scores: list[float | None] = [None] * len(responses)
+        if shadow is not None:
+            try:
+                shadow_scores = [float(s) for s in shadow.scores(frame)]
+            except Exception as exc:
+                self.metrics.shadow_errors.inc()
+                log.warning("shadow %s failed: %s", shadow.version, exc)
+            for response, shadow_score in zip(responses, shadow_scores, strict=True):
+                if shadow_score is None:
+                    continue
+                agree = (shadow_score >= shadow.threshold) == (response["decision"] == "block")
+                self.metrics.shadow(agree, shadow_score - response["score"])
+                self._count(response["variant"], shadow=(1, int(agree)))
+        now = datetime.now(UTC)
+        with self._log_lock:
+            for response, row, shadow_score in zip(
+                responses, frame.to_dict("records"), shadow_scores, strict=True
+            ):
+                self._log_rows.append(
+                    {
+                        "event_id": response["event_id"],
+                        "scored_at": now,
+                        **row,
+                        "score": response["score"],
+                        "decision": response["decision"],
+                        "variant": response["variant"],
+                        "model_version": response["model_version"],
+                        "trace_id": response["trace_id"],
+                        "shadow_version": shadow.version if shadow is not None else None,
+                        "shadow_score": shadow_score,
+                    }
+                )
+            full = len(self._log_rows) >= LOG_FLUSH_ROWS
+        if full:
+            self.flush_log()
+
+    def flush_log(self) -> None:
+        """Append what was scored to the offline ``predictions`` table (Parquet)."""
+        import pyarrow as pa
+
+        from fraudctl.adapters.offline import hour_partition
+
+        with self._log_lock:
+            rows, self._log_rows = self._log_rows, []
+        if not rows:
+            return
+        table = pa.Table.from_pylist(rows)
+        name = f"{self.replica}-{time.time_ns()}"
+        try:
+            self.offline.write_snapshot("predictions", hour_partition(time.time()), name, table)
+            self.metrics.logged.inc(len(rows))
+        except BackendUnavailable as exc:
+            log.warning("prediction log: %s; keeping %d rows for the next flush", exc, len(rows))
+            with self._log_lock:
+                self._log_rows[:0] = rows
+
+    # -- background: reload, statistics, freshness ----------------------------------
+
+    def _every(self, seconds: float, action: Callable[[], None]) -> None:
+        while not self._stop.wait(seconds):
+            try:
+                action()
+            except Exception as exc:
+                log.warning("%s: %s", getattr(action, "__name__", action), exc)
+
+    def reload(self) -> bool:
+        """Serve what the aliases point at now; keep serving the loaded models when the
+        registry cannot be reached.  Returns whether the variants changed."""
+        try:
+            versions = self.source.versions()
+        except BackendUnavailable as exc:
+            self.metrics.registry_errors.inc()
+            log.warning("registry unreachable, serving the loaded models: %s", exc)
+            return False
+        if versions == self._versions:
+            return False
+        variants = self.source.load(versions)  # loads before the switch: no gap
+        self.variants, self._versions = variants, versions
+        self.metrics.versions(variants)
+        log.info("serving %s", variants.describe(self.weight, self.shadow_on))
+        return True
+
+    def _sync(self) -> None:
+        from fraudctl.adapters.dedupe import open_dedupe
+        from fraudctl.services.materialize import ONLINE_NEWEST_MARK
+
+        self.weight = self.control.get_weight()
+        self.metrics.canary_weight.set(self.weight if self.variants.canary else 0.0)
+        with self._live_lock:
+            live, self._live = self._live, {}
+        now = time.time()
+        for variant, stats in live.items():
+            self.control.record(now, variant, stats.__dict__)
+        try:
+            if self._dedupe is None:
+                self._dedupe = open_dedupe(self.settings)
+            self.newest_online = self._dedupe.get_mark(ONLINE_NEWEST_MARK)
+        except Exception:
+            self.newest_online = None
+        if self.newest_online is not None:
+            self.metrics.freshness.set(max(now - self.newest_online, 0.0))
+
+    def ready(self) -> tuple[bool, str]:
+        if self.variants.baseline is None:
+            return False, "no model loaded"
+        try:
+            self.online.read(["user-0"])
+        except BackendUnavailable as exc:
+            self.online_ok = False
+            return False, str(exc)
+        self.online_ok = True
+        return True, "models loaded; online store reachable"
+
+    def close(self) -> None:
+        self._stop.set()
+        self._after.put(None)
+        self.flush_log()

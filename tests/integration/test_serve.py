@@ -12,6 +12,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -205,3 +206,204 @@ def test_endpoints_bad_input_and_trace_ids(served: dict[str, Any]) -> None:
         "fraudctl_feature_freshness_seconds",
     ):
         assert name in metrics, name
+
+
+def test_an_alias_moved_under_load_switches_within_30s_without_failures(
+    served: dict[str, Any],
+) -> None:
+    url, client = served["url"], served["client"]
+    seen: list[tuple[float, int, str | None]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=10) as http:
+            while not stop.is_set():
+                try:
+                    response = http.post(f"{url}/v1/score", json=event(random.randrange(USERS)))
+                except httpx.HTTPError:
+                    seen.append((time.monotonic(), 0, None))
+                    continue
+                body = response.json() if response.status_code == 200 else {}
+                version = body.get("model_version") if body.get("variant") == "baseline" else None
+                seen.append((time.monotonic(), response.status_code, version))
+                time.sleep(0.01)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(2)
+        moved_at = time.monotonic()
+        client.set_registered_model_alias(served["env"]["FRAUDCTL_MODEL_NAME"], "production", "2")
+        switched_at = None
+        while time.monotonic() - moved_at < 45 and switched_at is None:
+            time.sleep(0.5)
+            switched_at = next((t for t, _, v in seen if t > moved_at and v == "2"), None)
+        time.sleep(2)  # keep the load on past the switch
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    failed = [s for s in seen if s[1] != 200]
+    assert not failed, failed[:5]
+    assert switched_at is not None and switched_at - moved_at <= 30, "not switched in 30 s"
+    after = [v for t, _, v in seen if t > switched_at + 1 and v is not None]
+    assert after and set(after) == {"2"}
+    assert len(seen) > 200
+
+
+def _faulty_version(served: dict[str, Any]) -> str:
+    """A real model that raises on a share of requests: its encoder never saw 'web'."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    from fraudctl.contract import COUNTRIES
+    from fraudctl.model import MODEL_INPUTS, trusted_types
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({name: rng.random(400) for name in MODEL_INPUTS})
+    frame["country"] = rng.choice(list(COUNTRIES), 400)
+    frame["device"] = rng.choice(["ios", "android"], 400)
+    numeric = [c for c in MODEL_INPUTS if c not in ("country", "device")]
+    pipeline = Pipeline(
+        [
+            (
+                "encode",
+                ColumnTransformer(
+                    [
+                        ("categories", OrdinalEncoder(), ["country", "device"]),
+                        ("numbers", "passthrough", numeric),
+                    ]
+                ),
+            ),
+            ("classify", HistGradientBoostingClassifier(max_iter=5)),
+        ]
+    ).fit(frame, rng.integers(0, 2, 400))
+    mlflow.set_tracking_uri(served["env"]["FRAUDCTL_MLFLOW_URI"])
+    name = served["env"]["FRAUDCTL_MODEL_NAME"]
+    info = mlflow.sklearn.log_model(
+        pipeline,
+        name="model",
+        serialization_format="skops",
+        skops_trusted_types=trusted_types("hgb"),
+        registered_model_name=name,
+        metadata={"threshold": 0.5},
+    )
+    return str(info.registered_model_version)
+
+
+def test_a_failing_canary_is_rolled_back_by_watch(
+    served: dict[str, Any], cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, client = served["url"], served["client"]
+    version = _faulty_version(served)
+    client.set_registered_model_alias(served["env"]["FRAUDCTL_MODEL_NAME"], "staging", version)
+    monkeypatch.setenv("FRAUDCTL_SERVE_URL", url)
+    assert cli("canary", "set", "50", "--reason", "try the new model").code == 0
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{url}/v1/models").json()["canary"]["model_version"] != version:
+        assert time.monotonic() < deadline, "the canary was not reloaded in 30 s"
+        time.sleep(0.5)
+    devices = ["ios", "android", "web"]
+    for i in range(600):
+        response = httpx.post(f"{url}/v1/score", json=event(i, device=devices[i % 3]))
+        assert response.status_code == 200  # a broken canary never fails a request
+    time.sleep(2.5)  # statistics reach the control plane every second
+    status = cli("canary", "status", "--window", "5m", "--json").json()
+    assert status["variants"]["canary"]["errors"] > 0
+    watched = cli(
+        "canary", "watch", "--auto-rollback", "--min-requests", "50", "--window", "5m",
+        "--interval", "1s", "--for", "60s", "--json",
+    )  # fmt: skip
+    assert watched.code == 4, watched.err
+    assert "error rate" in watched.err
+    after = httpx.get(f"{url}/v1/canary?window=60").json()
+    assert after["canary_weight"] == 0
+    assert after["changes"][-1]["reason"].startswith("auto-rollback: error rate")
+    fresh = [httpx.post(f"{url}/v1/score", json=event(i)).json()["variant"] for i in range(50)]
+    assert set(fresh) == {"baseline"}
+
+
+def test_openapi_fuzzing_finds_no_server_error_and_no_schema_violation(
+    served: dict[str, Any],
+) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import response_schema_conformance
+
+    url = served["url"]
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+    calls: Counter[str] = Counter()
+
+    def fuzz(operation: Any) -> None:
+        label = f"{operation.method.upper()} {operation.path}"
+
+        @settings(
+            max_examples=100,
+            deadline=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+        @given(case=operation.as_strategy())
+        def run(case: Any) -> None:
+            calls[label] += 1
+            case.call_and_validate(
+                base_url=url, checks=[not_a_server_error, response_schema_conformance]
+            )
+
+        run()
+
+    for result in schema.get_all_operations():
+        fuzz(result.ok())
+    for label in ("POST /v1/score", "POST /v1/score/batch", "POST /v1/canary", "GET /v1/canary"):
+        assert calls[label] >= 100, calls
+    httpx.post(f"{url}/v1/canary", json={"weight": 20, "reason": "reset after fuzzing"})
+
+
+def test_the_online_store_stopped_and_restarted_during_traffic(served: dict[str, Any]) -> None:
+    url = served["url"]
+    with environ(served["redis_env"]):
+        assert main(["stack", "down", "--native"]) == 0
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            down = httpx.post(f"{url}/v1/score", json=event(3), timeout=30)
+            if down.status_code == 503 or time.monotonic() > deadline:
+                break
+        assert down.status_code == 503, down.text
+        assert "online store unavailable" in down.json()["detail"]
+        assert down.headers["retry-after"] == "1"
+        assert httpx.get(f"{url}/ready", timeout=30).status_code == 503
+        assert httpx.get(f"{url}/health").status_code == 200
+    finally:
+        with environ(served["redis_env"]):
+            assert main(["stack", "up", "--native", "--only", "redis"]) == 0
+    deadline = time.monotonic() + 30
+    while httpx.post(f"{url}/v1/score", json=event(3), timeout=30).status_code != 200:
+        assert time.monotonic() < deadline, "did not recover within 30 s"
+        time.sleep(0.5)
+    assert httpx.get(f"{url}/ready").status_code == 200
+    metrics = httpx.get(f"{url}/metrics").text
+    assert "fraudctl_online_store_unavailable_total" in metrics
+
+
+def test_serve_refuses_to_start_without_a_registry_or_a_model(
+    cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setenv("FRAUDCTL_PROFILE", "local")
+    monkeypatch.setenv("FRAUDCTL_HOME", str(tmp_path / "home"))
+    port = free_ports(("mlflow",))["mlflow"]
+    unreachable = cli("--set", f"mlflow_uri=http://127.0.0.1:{port}", "serve", "--json")
+    assert unreachable.code == 3
+    assert f"http://127.0.0.1:{port}" in unreachable.json()["error"]["message"]
+    nothing = cli("serve", "--engine", "uvicorn")
+    assert nothing.code == 4
+    assert "nothing to serve" in nothing.err and "fraudctl train" in nothing.err
+    assert cli("serve", "--engine", "gunicorn").code == 2

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
 from fraudctl.cli.common import (
     GracefulStop,
@@ -47,7 +50,7 @@ def serve(
     Exit 3 when the registry or the online store is unreachable at start, 4 when no
     model is registered yet.
     """
-    from fraudctl.errors import UsageError
+    from fraudctl.errors import BackendUnavailable, UsageError
 
     if engine not in ("ray", "uvicorn"):
         raise UsageError(f"--engine {engine!r} is not known", hint="use ray or uvicorn")
@@ -67,15 +70,25 @@ def serve(
     if engine == "uvicorn":
         from fraudctl.serving.hosts import run_uvicorn
 
-        _announce(ready, as_json)
-        run_uvicorn(settings, host, port, canary, shadow)
+        run_uvicorn(settings, host, port, canary, shadow, lambda: _announce(ready, as_json))
         return
     from fraudctl.serving.hosts import start_ray, stop_ray
 
+    # Ray prints its own messages on the process's stdout (file descriptor 1); stdout
+    # belongs to the one --json object, so everything else is sent to stderr.
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
     try:
         with err_console.status("starting Ray Serve…"):
-            start_ray(settings, host, port, canary, shadow, replicas)
-        _announce(ready, as_json)
+            try:
+                start_ray(settings, host, port, canary, shadow, replicas)
+            except (RuntimeError, OSError) as exc:  # Ray's own start-up failures
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise BackendUnavailable(
+                    f"Ray Serve did not start ({type(exc).__name__}: {first})",
+                    hint="see the replica logs under /tmp/ray/session_latest/logs/serve",
+                ) from exc
+        _announce(ready, as_json, out)
         with GracefulStop() as stop:
             while not stop.requested():
                 time.sleep(0.2)
@@ -87,12 +100,15 @@ def serve(
 def _preflight(settings: Any) -> dict[str, str | None]:
     """Exit 3 naming the URI when the registry is unreachable; exit 4 when nothing is
     registered under any alias a variant serves."""
+    from fraudctl.adapters.offline import open_offline
+    from fraudctl.adapters.online import OnlineState
     from fraudctl.adapters.registry import Registry
     from fraudctl.errors import Refused
     from fraudctl.serving.scorer import BASELINE_ALIASES, ModelSource
 
     Registry(settings).check()
     versions = ModelSource(settings, shadow=False).versions()
+    OnlineState(settings, open_offline(settings).uri).read(["user-0"])  # exit 3 if down
     if not any(versions.get(alias) for alias in BASELINE_ALIASES):
         raise Refused(
             f"nothing to serve: {settings.model_name} has none of the aliases "
@@ -102,12 +118,17 @@ def _preflight(settings: Any) -> dict[str, str | None]:
     return versions
 
 
-def _announce(ready: dict[str, Any], as_json: bool) -> None:
+def _announce(ready: dict[str, Any], as_json: bool, out: Any = None) -> None:
     if as_json:
-        print_json(ready)
+        if out is None:
+            print_json(ready)
+        else:
+            out.write(json.dumps(ready) + "\n")
+            out.flush()
         return
-    console.print(f"serving on [bold]{ready['url']}[/bold] ({ready['engine']}); Ctrl-C stops")
-    console.print(key_values({k: v for k, v in ready.items() if k != "url"}))
+    target = console if out is None else Console(file=out, highlight=False)
+    target.print(f"serving on [bold]{ready['url']}[/bold] ({ready['engine']}); Ctrl-C stops")
+    target.print(key_values({k: v for k, v in ready.items() if k != "url"}))
 
 
 # -- canary ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ no Ray, for development and as the benchmark's baseline)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fraudctl.config import Settings
@@ -41,13 +42,30 @@ def host_scorer(settings: Settings, link: ControlLink, shadow: bool) -> None:
     attach(Scorer(settings, link, shadow), Tracing(settings.otlp_endpoint))
 
 
-def run_uvicorn(settings: Settings, host: str, port: int, canary: float, shadow: bool) -> None:
+def run_uvicorn(
+    settings: Settings,
+    host: str,
+    port: int,
+    canary: float,
+    shadow: bool,
+    on_ready: Callable[[], None],
+) -> None:
+    """Build the scorer, then serve with uvicorn until interrupted; ``on_ready`` runs once
+    the socket accepts connections."""
     import uvicorn
 
     from fraudctl.serving.app import app
 
     host_scorer(settings, local_link(Control(canary)), shadow)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:  # listening
+                on_ready()
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    Server(config).run()
 
 
 def start_ray(
@@ -55,17 +73,12 @@ def start_ray(
 ) -> None:
     """Start (or join) Ray, the control actor and the Serve application; returns once
     every replica is up."""
-    import os
-
     import ray
     from ray import serve
 
-    # Ray Serve's HAProxy ingress and direct data plane: ~3.5 ms instead of ~12 ms per
-    # trivial request on a 2-core machine (measured); a user's own setting wins.
-    for key in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED"):
-        os.environ.setdefault(key, "1")
     ray.init(
-        address=settings.ray_address,
+        # "local": always a fresh private instance, never a leftover one found on the machine
+        address=settings.ray_address or "local",
         namespace=NAMESPACE,
         include_dashboard=False,
         configure_logging=True,

@@ -24,7 +24,7 @@ from fraudctl.config import Settings
 from fraudctl.contract import Transaction
 from fraudctl.errors import BackendUnavailable
 from fraudctl.features import FEATURE_NAMES, Txn, compute_features
-from fraudctl.model import MODEL_INPUTS, LoadedModel
+from fraudctl.model import LoadedModel
 
 log = logging.getLogger("fraudctl.serve")
 
@@ -156,21 +156,11 @@ class ControlLink:
     status: Callable[[float], dict[str, Any]]
 
 
-class _FallbackMarker:
-    """The baseline as it serves a failed canary's rows (a distinct object, same model)."""
-
-    @staticmethod
-    def of(model: LoadedModel) -> LoadedModel:
-        return LoadedModel(model.name, model.version, model.alias, model.model, model.threshold)
-
-
 def _model_inputs(
     transactions: Sequence[Transaction], windows: dict[str, Any]
-) -> tuple[list[dict[str, Any]], Any]:
+) -> list[dict[str, Any]]:
     """Request-time model inputs: the event's fields plus its features from the user's
     online window, by the one feature implementation."""
-    import pandas as pd
-
     rows = []
     for t in transactions:
         txn = Txn(t.event_ts.timestamp(), t.transaction_amount, t.country, t.device, t.event_id)
@@ -182,7 +172,7 @@ def _model_inputs(
                 **compute_features(windows[t.user_id], txn),
             }
         )
-    return rows, pd.DataFrame(rows, columns=list(MODEL_INPUTS))
+    return rows
 
 
 class Scorer:
@@ -215,7 +205,9 @@ class Scorer:
         self.newest_online: float | None = None
         self._live: dict[str, _Live] = {}
         self._live_lock = threading.Lock()
-        self._after: queue.Queue[tuple[list[dict[str, Any]], Any] | None] = queue.Queue(10_000)
+        self._after: queue.Queue[tuple[list[dict[str, Any]], list[dict[str, Any]]] | None] = (
+            queue.Queue(10_000)
+        )
         self._log_rows: list[dict[str, Any]] = []
         self._log_lock = threading.Lock()
         self._stop = threading.Event()
@@ -244,13 +236,13 @@ class Scorer:
                 raise
             self.online_ok = True
         fetch_s = time.perf_counter() - started
-        rows, frame = _model_inputs(transactions, windows)
+        rows = _model_inputs(transactions, windows)
         assigned = [
             assign_variant(t.user_id, weight, variants.canary is not None) for t in transactions
         ]
         with trace.span("model"):
             model_started = time.perf_counter()
-            scores, served = self._evaluate(frame, assigned, variants)
+            scores, served, fell_back = self._evaluate(rows, assigned, variants)
             model_s = time.perf_counter() - model_started
         total_s = time.perf_counter() - started
         age = time.time() - self.newest_online if self.newest_online else None
@@ -269,44 +261,45 @@ class Scorer:
                     "trace_id": trace.trace_id,
                     "features": {name: rows[i][name] for name in FEATURE_NAMES},
                     "features_age_seconds": age,
-                    "fallback": assigned[i] == "baseline" and model is not variants.baseline,
+                    "fallback": fell_back[i],
                 }
             )
             self.metrics.observe(assigned[i], model.version, scores[i], total_s, fetch_s, model_s)
             self._count(assigned[i], requests=1, score=scores[i], latency_ms=total_s * 1000)
         try:
-            self._after.put_nowait((responses, frame))
+            self._after.put_nowait((responses, rows))
         except queue.Full:
             self.metrics.log_dropped.inc(len(responses))
         return responses
 
     def _evaluate(
-        self, frame: Any, assigned: list[str], variants: Variants
-    ) -> tuple[list[float], list[LoadedModel]]:
+        self, rows: list[dict[str, Any]], assigned: list[str], variants: Variants
+    ) -> tuple[list[float], list[LoadedModel], list[bool]]:
         """Scores per row by its variant.  A canary that raises does not fail requests:
-        its rows are served by the baseline (``variant`` says baseline, ``fallback`` true)
-        and counted as canary errors."""
+        its rows are served by the baseline (``variant`` becomes baseline, ``fallback``
+        true) and counted as canary errors."""
         scores: list[float] = [0.0] * len(assigned)
         served: list[LoadedModel] = [variants.baseline] * len(assigned)
+        fell_back = [False] * len(assigned)
         for name in ("baseline", "canary"):
             indexes = [i for i, v in enumerate(assigned) if v == name]
             model = variants.baseline if name == "baseline" else variants.canary
             if not indexes or model is None:
                 continue
+            chosen = [rows[i] for i in indexes]
             try:
-                found = model.scores(frame.iloc[indexes]).tolist()
+                found = model.score_rows(chosen)
             except Exception as exc:
                 if name == "baseline":
                     raise
                 log.warning("canary %s failed (%s); served by baseline", model.version, exc)
                 self._count(name, requests=len(indexes), errors=len(indexes))
-                found = variants.baseline.scores(frame.iloc[indexes]).tolist()
-                model = _FallbackMarker.of(variants.baseline)
+                found, model = variants.baseline.score_rows(chosen), variants.baseline
                 for i in indexes:
-                    assigned[i] = "baseline"
+                    assigned[i], fell_back[i] = "baseline", True
             for i, score in zip(indexes, found, strict=True):
-                scores[i], served[i] = float(score), model
-        return scores, served
+                scores[i], served[i] = score, model
+        return scores, served, fell_back
 
     def _count(
         self,
@@ -335,18 +328,18 @@ class Scorer:
             item = self._after.get()
             if item is None:
                 return
-            responses, frame = item
+            responses, rows = item
             try:
-                self._shadow_and_log(responses, frame)
+                self._shadow_and_log(responses, rows)
             except Exception:  # never let the background path die
                 log.exception("shadow scoring / prediction log failed")
 
-    def _shadow_and_log(self, responses: list[dict[str, Any]], frame: Any) -> None:
+    def _shadow_and_log(self, responses: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
         shadow = self.variants.shadow if self.shadow_on else None
         shadow_scores: list[float | None] = [None] * len(responses)
         if shadow is not None:
             try:
-                shadow_scores = [float(s) for s in shadow.scores(frame)]
+                shadow_scores = list(shadow.score_rows(rows))
             except Exception as exc:
                 self.metrics.shadow_errors.inc()
                 log.warning("shadow %s failed: %s", shadow.version, exc)
@@ -358,9 +351,7 @@ class Scorer:
                 self._count(response["variant"], shadow=(1, int(agree)))
         now = datetime.now(UTC)
         with self._log_lock:
-            for response, row, shadow_score in zip(
-                responses, frame.to_dict("records"), shadow_scores, strict=True
-            ):
+            for response, row, shadow_score in zip(responses, rows, shadow_scores, strict=True):
                 self._log_rows.append(
                     {
                         "event_id": response["event_id"],

@@ -1,0 +1,194 @@
+"""Benchmark: `fraudctl serve` under an open-loop load, Ray Serve against one plain
+uvicorn process serving the same app, model and online features.
+
+Starts a private native stack (broker, S3, Redis, MLflow) on free ports, produces and
+materializes 20,000 events, trains the default model (the baseline variant serves it as
+`candidate`), then for each engine — `fraudctl serve` (Ray Serve, one replica) and
+`fraudctl serve --engine uvicorn` — sends POST /v1/score at a fixed arrival rate (open
+loop: request i is due at start + i/rate whatever happened before; its latency is
+measured from when it was due, so a stall shows up in every request it delays). Each rate
+runs --seconds seconds after a warm-up.
+
+Target (issue 6): Ray Serve p95 ≤ 10 ms at 100 requests/s with 0 errors.
+
+    .venv/bin/python bench/serve.py [--rates 100 200] [--seconds 30]
+        [--out bench/results/serve.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from _common import emit
+
+TARGET_P95_MS = 10.0
+
+
+def fraudctl(env: dict[str, str], *args: str) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "fraudctl", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if run.returncode != 0:
+        raise RuntimeError(f"fraudctl {' '.join(args)} exited {run.returncode}: {run.stderr}")
+
+
+def bodies(n: int) -> list[bytes]:
+    from fraudctl.generator import ulid_from
+
+    out = []
+    for _ in range(n):
+        now = datetime.now(UTC)
+        out.append(
+            json.dumps(
+                {
+                    "event_id": ulid_from(int(now.timestamp() * 1000), random.getrandbits(80)),
+                    "user_id": f"user-{random.randrange(10_000)}",
+                    "transaction_amount": round(random.uniform(1, 400), 2),
+                    "country": random.choice(["US", "CA", "GB", "DE", "FR", "IN", "BR"]),
+                    "device": random.choice(["ios", "android", "web"]),
+                    "event_ts": now.isoformat().replace("+00:00", "Z"),
+                }
+            ).encode()
+        )
+    return out
+
+
+async def open_loop(url: str, rate: float, seconds: float) -> dict[str, Any]:
+    import httpx
+    import numpy as np
+
+    total = int(rate * seconds)
+    payloads = bodies(total)
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def one(payload: bytes, due: float) -> None:
+            nonlocal errors
+            try:
+                response = await client.post(
+                    f"{url}/v1/score", content=payload, headers={"content-type": "application/json"}
+                )
+                if response.status_code != 200:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+            latencies.append((time.perf_counter() - due) * 1000)
+
+        tasks = []
+        start = time.perf_counter() + 0.1
+        for i, payload in enumerate(payloads):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(payload, due)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    values = np.asarray(latencies)
+    return {
+        "rate": rate,
+        "requests": total,
+        "achieved_rate": round(total / elapsed, 1),
+        "errors": errors,
+        "p50_ms": round(float(np.percentile(values, 50)), 2),
+        "p95_ms": round(float(np.percentile(values, 95)), 2),
+        "p99_ms": round(float(np.percentile(values, 99)), 2),
+    }
+
+
+def measure(
+    engine: str, env: dict[str, str], port: int, rates: list[float], seconds: float
+) -> list[dict[str, Any]]:
+    args = [sys.executable, "-m", "fraudctl", "serve", "--port", str(port), "--json"]
+    if engine == "uvicorn":
+        args += ["--engine", "uvicorn"]
+    process = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert process.stdout is not None
+        if not process.stdout.readline():
+            raise RuntimeError(f"serve --engine {engine} did not start")
+        url = f"http://127.0.0.1:{port}"
+        asyncio.run(open_loop(url, 50, 4))  # warm-up
+        runs = []
+        for rate in rates:
+            print(f"[{engine}] {rate:g} requests/s for {seconds:g} s…", file=sys.stderr)
+            runs.append(asyncio.run(open_loop(url, rate, seconds)))
+        return runs
+    finally:
+        process.send_signal(2)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def main() -> None:
+    from fraudctl.stack.native import free_ports, private_stack_env
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 200.0])
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="fraudctl-bench-serve-") as workdir:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDCTL_")}
+        env = base | private_stack_env(Path(workdir))
+        print("starting a private native stack…", file=sys.stderr)
+        fraudctl(env, "stack", "up", "--native")
+        try:
+            print("producing, materializing, training…", file=sys.stderr)
+            fraudctl(env, "produce", "--rate", "0", "--count", "20000", "--label-delay", "0")
+            fraudctl(env, "materialize")
+            fraudctl(env, "train")
+            ray_port, plain_port = free_ports(("kafka", "redis")).values()
+            results = {
+                "ray": measure("ray", env, ray_port, args.rates, args.seconds),
+                "uvicorn": measure("uvicorn", env, plain_port, args.rates, args.seconds),
+            }
+        finally:
+            fraudctl(env, "stack", "down", "--native")
+    by_rate = []
+    for ray_run, plain_run in zip(results["ray"], results["uvicorn"], strict=True):
+        by_rate.append(
+            {
+                "rate": ray_run["rate"],
+                "ray": ray_run,
+                "uvicorn": plain_run,
+                "ratio_p95_ray_over_uvicorn": round(ray_run["p95_ms"] / plain_run["p95_ms"], 2),
+            }
+        )
+    first = results["ray"][0]
+    emit(
+        {
+            "benchmark": "serve",
+            "machine": {"cores": os.cpu_count()},
+            "target": {"rate": args.rates[0], "p95_ms": TARGET_P95_MS, "errors": 0},
+            "seconds_per_rate": args.seconds,
+            "runs": by_rate,
+            "meets_target": first["p95_ms"] <= TARGET_P95_MS and first["errors"] == 0,
+        },
+        args.out,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Serving's pieces without services: canary assignment, the control plane's statistics,
+the watch rule, and the compiled model's exactness."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudctl.cli.serve_cmd import _breach
+from fraudctl.contract import COUNTRIES, DEVICES
+from fraudctl.model import CATEGORIES, MODEL_INPUTS, calibrate, make_pipeline
+from fraudctl.model_fast import compile_row_scorer
+from fraudctl.serving.control import Control
+from fraudctl.serving.scorer import assign_variant, bucket_of
+
+
+def test_assignment_is_sticky_and_matches_the_weight_over_many_users() -> None:
+    users = [f"user-{i}" for i in range(20_000)]
+    assert [bucket_of(u) for u in users[:100]] == [bucket_of(u) for u in users[:100]]
+    for weight in (0, 5, 20, 50, 100):
+        share = sum(assign_variant(u, weight, True) == "canary" for u in users) / len(users)
+        assert abs(share - weight / 100) <= 0.015, (weight, share)
+    assert {assign_variant(u, 100, False) for u in users[:100]} == {"baseline"}
+    # Raising the weight only moves users from baseline to canary, never back.
+    at_10 = {u for u in users if assign_variant(u, 10, True) == "canary"}
+    at_30 = {u for u in users if assign_variant(u, 30, True) == "canary"}
+    assert at_10 <= at_30
+
+
+def test_control_keeps_history_and_aggregates_a_window() -> None:
+    control = Control(20)
+    control.set_weight(0, "rollback: test")
+    assert control.get_weight() == 0
+    assert [c["reason"] for c in control.history()] == ["serve started", "rollback: test"]
+    now = time.time()
+    stats = {
+        "requests": 100,
+        "errors": 5,
+        "score_sum": 10.0,
+        "shadow_total": 100,
+        "shadow_agree": 97,
+        "latencies_ms": list(np.linspace(1, 100, 100)),
+    }
+    control.record(now, "canary", stats)
+    control.record(now - 1000, "canary", stats)  # outside a 60 s window
+    status = control.status(60)
+    canary = status["variants"]["canary"]
+    assert canary["requests"] == 100 and canary["error_rate"] == pytest.approx(0.05)
+    assert canary["p95_ms"] == pytest.approx(np.percentile(np.linspace(1, 100, 100), 95))
+    assert canary["shadow_agreement"] == pytest.approx(0.97)
+    assert canary["mean_score"] == pytest.approx(0.1)
+
+
+def test_watch_breaches_only_with_enough_requests() -> None:
+    def status(requests: int, errors: int, p95: float, weight: float = 20) -> dict[str, object]:
+        return {
+            "canary_weight": weight,
+            "window_s": 300,
+            "variants": {
+                "canary": {
+                    "requests": requests,
+                    "errors": errors,
+                    "error_rate": errors / requests,
+                    "p95_ms": p95,
+                }
+            },
+        }
+
+    assert _breach(status(100, 10, 5), 0.01, 200, 200) is None  # too few requests
+    assert "error rate" in str(_breach(status(300, 10, 5), 0.01, 200, 200))
+    assert "p95" in str(_breach(status(300, 0, 250), 0.01, 200, 200))
+    assert _breach(status(300, 0, 50), 0.01, 200, 200) is None
+    assert _breach(status(300, 10, 5, weight=0), 0.01, 200, 200) is None  # rolled back
+
+
+def _training_frame(rows: int = 3000) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({name: rng.exponential(10, rows) for name in MODEL_INPUTS})
+    frame["country"] = rng.choice(list(COUNTRIES), rows)
+    frame["device"] = rng.choice(list(DEVICES), rows)
+    frame["seconds_since_last_txn"] = np.where(rng.random(rows) < 0.2, -1.0, frame["txn_count_1h"])
+    logit = 0.3 * frame["transaction_amount"] - 4 + (frame["device"] == "web") * 2
+    labels = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    return frame, labels
+
+
+def test_the_compiled_model_reproduces_scikit_learn() -> None:
+    frame, labels = _training_frame()
+    pipeline = make_pipeline("hgb", 0).fit(frame[:2000], labels[:2000])
+    model = calibrate(pipeline, frame[2000:2500], labels[2000:2500])
+    fast = compile_row_scorer(model, MODEL_INPUTS, CATEGORIES)
+    assert fast is not None
+    test = frame[2500:].copy()
+    test.loc[test.index[:5], "country"] = "XX"  # unknown → missing, as scikit-learn does
+    expected = model.predict_proba(test)[:, 1]
+    got = [fast(row) for row in test.to_dict("records")]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def test_other_model_layouts_stay_on_scikit_learn() -> None:
+    frame, labels = _training_frame(1500)
+    logreg = make_pipeline("logreg", 0).fit(frame[:1000], labels[:1000])
+    model = calibrate(logreg, frame[1000:], labels[1000:])
+    assert compile_row_scorer(model, MODEL_INPUTS, CATEGORIES) is None
+    uncalibrated = make_pipeline("hgb", 0).fit(frame, labels)
+    assert compile_row_scorer(uncalibrated, MODEL_INPUTS, CATEGORIES) is None

@@ -9,7 +9,8 @@ loop: request i is due at start + i/rate whatever happened before; its latency i
 measured from when it was due, so a stall shows up in every request it delays). Each rate
 runs --seconds seconds after a warm-up.
 
-Target (issue 6): Ray Serve p95 ≤ 10 ms at 100 requests/s with 0 errors.
+Target (issue 6): Ray Serve p95 ≤ 10 ms at 100 requests/s with 0 errors. Then Ray with
+`--shadow` at the first rate: what shadow scoring adds to p95 (target ≤ 1 ms).
 
     .venv/bin/python bench/serve.py [--rates 100 200] [--seconds 30]
         [--out bench/results/serve.json]
@@ -159,10 +160,11 @@ def main() -> None:
             fraudctl(env, "produce", "--rate", "0", "--count", "20000", "--label-delay", "0")
             fraudctl(env, "materialize")
             fraudctl(env, "train")
-            ray_port, plain_port = free_ports(("kafka", "redis")).values()
+            ports = list(free_ports(("kafka", "redis", "s3")).values())
             results = {
-                "ray": measure("ray", env, ray_port, args.rates, args.seconds),
-                "uvicorn": measure("uvicorn", env, plain_port, args.rates, args.seconds),
+                "ray": measure("ray", env, ports[0], args.rates, args.seconds),
+                "uvicorn": measure("uvicorn", env, ports[1], args.rates, args.seconds),
+                "ray-shadow": measure("ray-shadow", env, ports[2], args.rates[:1], args.seconds),
             }
         finally:
             fraudctl(env, "stack", "down", "--native")
@@ -177,6 +179,7 @@ def main() -> None:
             }
         )
     first = results["ray"][0]
+    shadow = results["ray-shadow"][0]
     emit(
         {
             "benchmark": "serve",
@@ -184,6 +187,11 @@ def main() -> None:
             "target": {"rate": args.rates[0], "p95_ms": TARGET_P95_MS, "errors": 0},
             "seconds_per_rate": args.seconds,
             "runs": by_rate,
+            "shadow": {
+                "rate": shadow["rate"],
+                "ray_with_shadow": shadow,
+                "p95_added_ms": round(shadow["p95_ms"] - first["p95_ms"], 2),
+            },
             "meets_target": first["p95_ms"] <= TARGET_P95_MS and first["errors"] == 0,
         },
         args.out,

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from fraudctl.cli.main import main
-from fraudctl.config import environ
+from fraudctl.config import environ, load_settings
 from fraudctl.generator import ulid_from
 from fraudctl.stack.native import free_ports, private_stack_env
 
@@ -167,6 +167,35 @@ def test_shadow_never_changes_a_response_and_its_agreement_is_recorded(
     assert status["variants"]["baseline"]["shadow_agreement"] is not None
     models = httpx.get(f"{served['url']}/v1/models").json()
     assert models["shadow"]["alias"] == "candidate" and models["shadow"]["model_version"] == "2"
+
+    # Every scored request reaches the prediction log (Parquet in S3), with its shadow score.
+    from fraudctl.adapters.offline import open_offline
+
+    wanted = {e["event_id"] for e in events}
+    deadline = time.monotonic() + 30
+    with environ(served["env"]):
+        offline = open_offline(load_settings().settings)
+        while True:
+            table = offline.read("predictions")
+            logged = (
+                table.filter(pa_is_in(table["event_id"], list(wanted))).to_pylist()
+                if table.num_rows
+                else []
+            )
+            shadowed = [row for row in logged if row["shadow_version"] == "2"]
+            if {row["event_id"] for row in shadowed} == wanted:  # the Ray server's rows
+                break
+            assert time.monotonic() < deadline, "prediction log not written in 30 s"
+            time.sleep(1)
+    assert all(0 <= row["shadow_score"] <= 1 for row in shadowed)
+    assert {row["model_version"] for row in logged} <= {"1", "2"}
+
+
+def pa_is_in(column: Any, values: list[str]) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.is_in(column, value_set=pa.array(values))
 
 
 def test_endpoints_bad_input_and_trace_ids(served: dict[str, Any]) -> None:

@@ -107,3 +107,33 @@ def test_other_model_layouts_stay_on_scikit_learn() -> None:
     assert compile_row_scorer(model, MODEL_INPUTS, CATEGORIES) is None
     uncalibrated = make_pipeline("hgb", 0).fit(frame, labels)
     assert compile_row_scorer(uncalibrated, MODEL_INPUTS, CATEGORIES) is None
+
+
+def test_a_request_span_has_children_and_continues_the_callers_trace() -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from fraudctl.serving.tracing import Tracing
+
+    tracing = Tracing(None)
+    spans = InMemorySpanExporter()
+    tracing.provider.add_span_processor(SimpleSpanProcessor(spans))
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with tracing.request("score", caller) as trace:
+        with trace.span("feature_fetch"):
+            pass
+        with trace.span("model"):
+            pass
+    assert trace.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert trace.traceparent.startswith(f"00-{trace.trace_id}-")
+    finished = {span.name: span for span in spans.get_finished_spans()}
+    assert set(finished) == {"score", "feature_fetch", "model"}
+    root = finished["score"]
+    assert finished["model"].parent is not None
+    assert finished["model"].parent.span_id == root.context.span_id
+    with tracing.request("score", None) as fresh:
+        pass
+    assert fresh.trace_id != trace.trace_id and len(fresh.trace_id) == 32
+    tracing.shutdown()
+    assert Tracing("console").provider is not None
+    assert Tracing("http://127.0.0.1:4318").provider is not None  # exporter built, lazily used

@@ -60,3 +60,32 @@ def labels_table(labels: Sequence[LabelRecord]) -> Any:
             "label_ts": pa.array([x.label_ts for x in labels], _timestamp()),
         }
     )
+
+
+def predictions_table(rows: Sequence[dict[str, Any]]) -> Any:
+    """The prediction log: one row per scored request (every replica, with or without a
+    shadow, writes this schema, so the files read back as one table)."""
+    import pyarrow as pa
+
+    def column(name: str, kind: Any) -> Any:
+        return pa.array([row[name] for row in rows], kind)
+
+    columns: dict[str, Any] = {
+        "event_id": column("event_id", pa.string()),
+        "scored_at": column("scored_at", _timestamp()),
+        "transaction_amount": column("transaction_amount", pa.float64()),
+        "country": column("country", pa.string()),
+        "device": column("device", pa.string()),
+    }
+    for name in FEATURE_NAMES:
+        columns[name] = column(name, pa.float64())
+    columns |= {
+        "score": column("score", pa.float64()),
+        "decision": column("decision", pa.string()),
+        "variant": column("variant", pa.string()),
+        "model_version": column("model_version", pa.string()),
+        "trace_id": column("trace_id", pa.string()),
+        "shadow_version": column("shadow_version", pa.string()),
+        "shadow_score": column("shadow_score", pa.float64()),
+    }
+    return pa.table(columns)

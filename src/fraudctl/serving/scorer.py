@@ -372,15 +372,14 @@ class Scorer:
 
     def flush_log(self) -> None:
         """Append what was scored to the offline ``predictions`` table (Parquet)."""
-        import pyarrow as pa
-
         from fraudctl.adapters.offline import hour_partition
+        from fraudctl.adapters.tables import predictions_table
 
         with self._log_lock:
             rows, self._log_rows = self._log_rows, []
         if not rows:
             return
-        table = pa.Table.from_pylist(rows)
+        table = predictions_table(rows)
         name = f"{self.replica}-{time.time_ns()}"
         try:
             self.offline.write_snapshot("predictions", hour_partition(time.time()), name, table)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,3 +17,19 @@ def emit(result: dict[str, Any], out: Path | None) -> None:
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
+
+
+def fraudctl(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``fraudctl ARGS --json`` as a user would; its JSON result, or an error with
+    its stderr."""
+    run = subprocess.run(
+        [sys.executable, "-m", "fraudctl", *args, "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env or os.environ.copy(),
+    )
+    if run.returncode != 0:
+        raise RuntimeError(f"fraudctl {' '.join(args)} exited {run.returncode}: {run.stderr}")
+    result: dict[str, Any] = json.loads(run.stdout)
+    return result

@@ -33,21 +33,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from _common import emit
-
-
-def fraudctl(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    run = subprocess.run(
-        [sys.executable, "-m", "fraudctl", *args, "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env or os.environ.copy(),
-    )
-    if run.returncode != 0:
-        raise RuntimeError(f"fraudctl {' '.join(args)} exited {run.returncode}: {run.stderr}")
-    result: dict[str, Any] = json.loads(run.stdout)
-    return result
+from _common import emit, fraudctl
 
 
 def baseline(bootstrap: str, topics: list[str], transactions: int) -> float:

@@ -31,21 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _common import emit
+from _common import emit, fraudctl
 
 TARGET_P95_MS = 10.0
-
-
-def fraudctl(env: dict[str, str], *args: str) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "fraudctl", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if run.returncode != 0:
-        raise RuntimeError(f"fraudctl {' '.join(args)} exited {run.returncode}: {run.stderr}")
 
 
 def bodies(n: int) -> list[bytes]:
@@ -154,12 +142,12 @@ def main() -> None:
         base = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDCTL_")}
         env = base | private_stack_env(Path(workdir))
         print("starting a private native stack…", file=sys.stderr)
-        fraudctl(env, "stack", "up", "--native")
+        fraudctl("stack", "up", "--native", env=env)
         try:
             print("producing, materializing, training…", file=sys.stderr)
-            fraudctl(env, "produce", "--rate", "0", "--count", "20000", "--label-delay", "0")
-            fraudctl(env, "materialize")
-            fraudctl(env, "train")
+            fraudctl("produce", "--rate", "0", "--count", "20000", "--label-delay", "0", env=env)
+            fraudctl("materialize", env=env)
+            fraudctl("train", env=env)
             ports = list(free_ports(("kafka", "redis", "s3")).values())
             results = {
                 "ray": measure("ray", env, ports[0], args.rates, args.seconds),
@@ -167,7 +155,7 @@ def main() -> None:
                 "ray-shadow": measure("ray-shadow", env, ports[2], args.rates[:1], args.seconds),
             }
         finally:
-            fraudctl(env, "stack", "down", "--native")
+            fraudctl("stack", "down", "--native", env=env)
     by_rate = []
     for ray_run, plain_run in zip(results["ray"], results["uvicorn"], strict=True):
         by_rate.append(

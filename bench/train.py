@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import emit
+from _common import emit, fraudctl
 
 TARGET_S = 120.0
 TARGET_RSS_GIB = 4.0
@@ -56,20 +56,6 @@ def run_measured(args: list[str], env: dict[str, str]) -> tuple[float, float, st
                 f"{' '.join(args)} exited {process.returncode}: {err.read()[-3000:]!r}"
             )
         return elapsed, usage.ru_maxrss / 2**20, out.read().decode()  # ru_maxrss is KiB
-
-
-def fraudctl(env: dict[str, str], *args: str) -> dict[str, Any]:
-    run = subprocess.run(
-        [sys.executable, "-m", "fraudctl", *args, "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-    )
-    if run.returncode != 0:
-        raise RuntimeError(f"fraudctl {' '.join(args)} exited {run.returncode}: {run.stderr}")
-    result: dict[str, Any] = json.loads(run.stdout)
-    return result
 
 
 def bare(home: str) -> None:
@@ -107,13 +93,18 @@ def bare(home: str) -> None:
     )
 
 
+def history(env: dict[str, str], events: int) -> None:
+    """Setup, not measured: the default stream with its labels, materialized."""
+    fraudctl("produce", "--rate", "0", "--count", str(events), "--label-delay", "0", env=env)
+    fraudctl("materialize", env=env)
+
+
 def measure(events: int, workdir: Path) -> dict[str, Any]:
     home = workdir / f"home-{events}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDCTL_")}
     env |= {"FRAUDCTL_PROFILE": "local", "FRAUDCTL_HOME": str(home)}
     print(f"[{events:,}] producing and materializing (setup)…", file=sys.stderr)
-    fraudctl(env, "produce", "--rate", "0", "--count", str(events), "--label-delay", "0")
-    fraudctl(env, "materialize")
+    history(env, events)
     print(f"[{events:,}] fraudctl train…", file=sys.stderr)
     wall, rss, out = run_measured([sys.executable, "-m", "fraudctl", "train", "--json"], env)
     result = json.loads(out)
@@ -158,32 +149,28 @@ def quality(workdir: Path, events: int = 50_000) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDCTL_")}
     env |= {"FRAUDCTL_PROFILE": "local", "FRAUDCTL_HOME": str(home)}
     print(f"[quality] {events:,} events…", file=sys.stderr)
-    fraudctl(env, "produce", "--rate", "0", "--count", str(events), "--label-delay", "0")
-    fraudctl(env, "materialize")
-    trained = fraudctl(env, "train")
+    history(env, events)
+    trained = fraudctl("train", env=env)
 
     from datetime import UTC, datetime
 
     from fraudctl.adapters.offline import open_offline
     from fraudctl.adapters.online import OnlineState
     from fraudctl.config import environ, load_settings
-    from fraudctl.model import RAW_FIELDS, calibrate, choose_threshold, evaluate, make_pipeline
-    from fraudctl.services.train import labeled_events, split_by_time, with_features
+    from fraudctl.model import RAW_FIELDS
+    from fraudctl.services.train import (
+        fit_and_evaluate,
+        labeled_events,
+        split_by_time,
+        with_features,
+    )
 
     with environ({"FRAUDCTL_PROFILE": "local", "FRAUDCTL_HOME": str(home)}):
         settings = load_settings().settings
         offline = open_offline(settings)
         labeled = labeled_events(offline, None, None, datetime.now(UTC))
         frame, _ = with_features(OnlineState(settings, offline.uri), labeled)
-    split = split_by_time(frame, 0.2)
-    raw = list(RAW_FIELDS)
-    model = make_pipeline("hgb", 0, raw).fit(split.fit[raw], split.fit["label"].to_numpy())
-    model = calibrate(model, split.validation[raw], split.validation["label"].to_numpy())
-    threshold = choose_threshold(
-        split.validation["label"].to_numpy(), model.predict_proba(split.validation[raw])[:, 1]
-    )
-    scores = model.predict_proba(split.holdout[raw])[:, 1]
-    baseline = evaluate(split.holdout["label"].to_numpy(), scores, threshold)
+    baseline = fit_and_evaluate(split_by_time(frame, 0.2), "hgb", 0, RAW_FIELDS).metrics
     names = ("roc_auc", "pr_auc", "recall_at_1pct_fpr", "brier")
     return {
         "events": events,

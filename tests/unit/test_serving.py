@@ -13,7 +13,7 @@ from fraudctl.cli.serve_cmd import _breach
 from fraudctl.contract import COUNTRIES, DEVICES
 from fraudctl.model import CATEGORIES, MODEL_INPUTS, calibrate, make_pipeline
 from fraudctl.model_fast import compile_row_scorer
-from fraudctl.serving.control import Control
+from fraudctl.serving.control import Control, LiveStats
 from fraudctl.serving.scorer import assign_variant, bucket_of
 
 
@@ -44,8 +44,8 @@ def test_control_keeps_history_and_aggregates_a_window() -> None:
         "shadow_agree": 97,
         "latencies_ms": list(np.linspace(1, 100, 100)),
     }
-    control.record(now, "canary", stats)
-    control.record(now - 1000, "canary", stats)  # outside a 60 s window
+    control.record(now, "canary", LiveStats(**stats))
+    control.record(now - 1000, "canary", LiveStats(**stats))  # outside a 60 s window
     status = control.status(60)
     canary = status["variants"]["canary"]
     assert canary["requests"] == 100 and canary["error_rate"] == pytest.approx(0.05)

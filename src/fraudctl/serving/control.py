@@ -18,13 +18,24 @@ LATENCY_SAMPLES = 50_000  # per variant, newest kept
 
 
 @dataclass
-class _Bucket:
+class LiveStats:
+    """One variant's aggregates over a stretch of time: what a replica collects between
+    pushes, what the control plane keeps per push, and what a window sums up to."""
+
     requests: int = 0
     errors: int = 0
     score_sum: float = 0.0
     shadow_total: int = 0
     shadow_agree: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+
+    def add(self, other: LiveStats) -> None:
+        self.requests += other.requests
+        self.errors += other.errors
+        self.score_sum += other.score_sum
+        self.shadow_total += other.shadow_total
+        self.shadow_agree += other.shadow_agree
+        self.latencies_ms += other.latencies_ms
 
 
 class Control:
@@ -33,7 +44,7 @@ class Control:
         self.changes: list[dict[str, Any]] = [
             {"at": time.time(), "weight": weight, "reason": "serve started"}
         ]
-        self._buckets: deque[tuple[float, str, _Bucket]] = deque()
+        self._buckets: deque[tuple[float, str, LiveStats]] = deque()
 
     # -- weight ---------------------------------------------------------------------
 
@@ -51,33 +62,18 @@ class Control:
 
     # -- statistics -----------------------------------------------------------------
 
-    def record(self, at: float, variant: str, stats: dict[str, Any]) -> None:
-        bucket = _Bucket(
-            stats["requests"],
-            stats["errors"],
-            stats["score_sum"],
-            stats["shadow_total"],
-            stats["shadow_agree"],
-            list(stats["latencies_ms"]),
-        )
-        self._buckets.append((at, variant, bucket))
+    def record(self, at: float, variant: str, stats: LiveStats) -> None:
+        self._buckets.append((at, variant, stats))
         horizon = time.time() - HISTORY_S
         while self._buckets and self._buckets[0][0] < horizon:
             self._buckets.popleft()
 
     def status(self, window_s: float) -> dict[str, Any]:
         since = time.time() - window_s
-        merged: dict[str, _Bucket] = {}
-        for at, variant, bucket in self._buckets:
-            if at < since:
-                continue
-            into = merged.setdefault(variant, _Bucket())
-            into.requests += bucket.requests
-            into.errors += bucket.errors
-            into.score_sum += bucket.score_sum
-            into.shadow_total += bucket.shadow_total
-            into.shadow_agree += bucket.shadow_agree
-            into.latencies_ms += bucket.latencies_ms
+        merged: dict[str, LiveStats] = {}
+        for at, variant, stats in self._buckets:
+            if at >= since:
+                merged.setdefault(variant, LiveStats()).add(stats)
         variants = {name: _summary(bucket) for name, bucket in merged.items()}
         return {
             "window_s": window_s,
@@ -87,7 +83,7 @@ class Control:
         }
 
 
-def _summary(bucket: _Bucket) -> dict[str, Any]:
+def _summary(bucket: LiveStats) -> dict[str, Any]:
     import numpy as np
 
     latencies = np.asarray(bucket.latencies_ms[-LATENCY_SAMPLES:]) if bucket.latencies_ms else None

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from fraudctl.contract import Transaction
 from fraudctl.errors import BackendUnavailable
 from fraudctl.features import FEATURE_NAMES, Txn, compute_features
 from fraudctl.model import LoadedModel
+from fraudctl.serving.control import LiveStats
 
 log = logging.getLogger("fraudctl.serve")
 
@@ -135,23 +136,11 @@ class ModelSource:
 
 
 @dataclass
-class _Live:
-    """Per-variant aggregates since the last push to the control plane."""
-
-    requests: int = 0
-    errors: int = 0
-    score_sum: float = 0.0
-    shadow_total: int = 0
-    shadow_agree: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
-
-
-@dataclass
 class ControlLink:
     """How a replica reads the canary weight and reports its statistics."""
 
     get_weight: Callable[[], float]
-    record: Callable[[float, str, dict[str, Any]], None]
+    record: Callable[[float, str, LiveStats], None]
     set_weight: Callable[[float, str], dict[str, Any]]
     status: Callable[[float], dict[str, Any]]
 
@@ -201,9 +190,8 @@ class Scorer:
         self.metrics.versions(self.variants)
         self._dedupe: Any = None
         self.weight = control.get_weight()
-        self.online_ok = True
         self.newest_online: float | None = None
-        self._live: dict[str, _Live] = {}
+        self._live: dict[str, LiveStats] = {}
         self._live_lock = threading.Lock()
         self._after: queue.Queue[tuple[list[dict[str, Any]], list[dict[str, Any]]] | None] = (
             queue.Queue(10_000)
@@ -231,10 +219,8 @@ class Scorer:
             try:
                 windows = self.online.read(sorted({t.user_id for t in transactions}))
             except BackendUnavailable:
-                self.online_ok = False
                 self.metrics.unavailable.inc()
                 raise
-            self.online_ok = True
         fetch_s = time.perf_counter() - started
         rows = _model_inputs(transactions, windows)
         assigned = [
@@ -311,7 +297,7 @@ class Scorer:
         shadow: tuple[int, int] | None = None,
     ) -> None:
         with self._live_lock:
-            live = self._live.setdefault(variant, _Live())
+            live = self._live.setdefault(variant, LiveStats())
             live.requests += requests
             live.errors += errors
             live.score_sum += score
@@ -425,7 +411,7 @@ class Scorer:
             live, self._live = self._live, {}
         now = time.time()
         for variant, stats in live.items():
-            self.control.record(now, variant, stats.__dict__)
+            self.control.record(now, variant, stats)
         try:
             if self._dedupe is None:
                 self._dedupe = open_dedupe(self.settings)
@@ -441,9 +427,7 @@ class Scorer:
         try:
             self.online.read(["user-0"])
         except BackendUnavailable as exc:
-            self.online_ok = False
             return False, str(exc)
-        self.online_ok = True
         return True, "models loaded; online store reachable"
 
     def close(self) -> None:

@@ -219,7 +219,7 @@ class KafkaConsumer:
         self._assign_from_committed()
 
     def _assign_from_committed(self) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, KafkaException
+        from confluent_kafka import KafkaException
 
         try:
             committed = self._consumer.committed(self._partitions(), timeout=10)
@@ -229,8 +229,11 @@ class KafkaConsumer:
                 hint="is the stack up? `fraudctl doctor`",
             ) from exc
         for tp in committed:
+            # Offset 0, not OFFSET_BEGINNING: that one asks the broker for the log start,
+            # an answer not trusted here (see ``end_offsets``); a log that no longer
+            # starts at 0 is handled by ``auto.offset.reset``.
             if tp.offset < 0:
-                tp.offset = OFFSET_BEGINNING
+                tp.offset = 0
         self._consumer.assign(committed)
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:

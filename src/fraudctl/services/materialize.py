@@ -49,6 +49,7 @@ WINDOW_CACHE_USERS = 500_000
 ORIGIN_CACHE_IDS = 2_000_000
 FOLLOW_POLL_S = 0.05  # --follow: longest wait for more records before handling those in hand
 IDLE_GIVE_UP_S = 30.0  # nothing more arrives although the end said so
+CONFIRM_END_S = 0.5  # a last poll past the measured end, in case the broker under-reported it
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class MaterializeSummary:
     rows_written_offline: int = 0
     users_updated_online: int = 0
     batches: int = 0
+    # Records found past the end the broker reported at the start (it under-reported).
+    read_past_reported_end: int = 0
     newest_event_ts: float | None = None
     online_lag_s: float | None = None  # stream's newest event time minus online's newest
     elapsed_s: float = 0.0
@@ -191,10 +194,20 @@ class Materializer:
         the start (known once ``measuring`` is done), ``max_events`` or a stop."""
         positions = self.read_positions  # kept up to date by ``ingest``
         idle_since: float | None = None
+        started_ms = time.time() * 1000
         while True:
             ends = measuring.result() if measuring.done() else None
             if ends is not None and all(positions.get(tp, 0) >= e for tp, e in ends.items()):
-                break
+                # The measured end is confirmed by the consumer itself: one more poll must
+                # bring nothing that was already on the bus when the run started.
+                late = self.consumer.poll(self.batch_size, CONFIRM_END_S)
+                if late:
+                    self.ingest(late)
+                    self.submit_flush()
+                    self.summary.read_past_reported_end += len(late)
+                if not any(r.timestamp_ms <= started_ms for r in late):
+                    break
+                continue
             if max_events is not None and self.summary.events_read >= max_events:
                 break
             if should_stop():
@@ -563,6 +576,7 @@ _SUMMED = (
     "rows_written_offline",
     "users_updated_online",
     "batches",
+    "read_past_reported_end",
 )
 
 

@@ -232,8 +232,7 @@ class KafkaConsumer:
             # Offset 0, not OFFSET_BEGINNING: that one asks the broker for the log start,
             # an answer not trusted here (see ``end_offsets``); a log that no longer
             # starts at 0 is handled by ``auto.offset.reset``.
-            if tp.offset < 0:
-                tp.offset = 0
+            tp.offset = max(tp.offset, 0)
         self._consumer.assign(committed)
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:

@@ -3,7 +3,8 @@ uvicorn process serving the same app, model and online features.
 
 Starts a private native stack (broker, S3, Redis, MLflow) on free ports, produces and
 materializes 20,000 events, trains the default model (the baseline variant serves it as
-`candidate`), then for each engine — `fraudctl serve` (Ray Serve, one replica) and
+`candidate`), then for each engine — `fraudctl serve` (Ray Serve, one replica, direct
+ingress), `fraudctl serve --ingress proxy` (through Serve's proxy actor) and
 `fraudctl serve --engine uvicorn` — sends POST /v1/score at a fixed arrival rate (open
 loop: request i is due at start + i/rate whatever happened before; its latency is
 measured from when it was due, so a stall shows up in every request it delays). Each rate
@@ -102,12 +103,19 @@ async def open_loop(url: str, rate: float, seconds: float) -> dict[str, Any]:
     }
 
 
+ENGINES = {  # name → `fraudctl serve` options
+    "ray": [],  # Ray Serve, direct ingress (the default for one replica)
+    "ray-proxy": ["--ingress", "proxy"],  # Ray Serve through its proxy actor
+    "uvicorn": ["--engine", "uvicorn"],  # the baseline: one process, no Ray
+    "ray-shadow": ["--shadow"],
+}
+
+
 def measure(
     engine: str, env: dict[str, str], port: int, rates: list[float], seconds: float
 ) -> list[dict[str, Any]]:
     args = [sys.executable, "-m", "fraudctl", "serve", "--port", str(port), "--json"]
-    if engine == "uvicorn":
-        args += ["--engine", "uvicorn"]
+    args += ENGINES[engine]
     process = subprocess.Popen(
         args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
@@ -148,22 +156,33 @@ def main() -> None:
             fraudctl("produce", "--rate", "0", "--count", "20000", "--label-delay", "0", env=env)
             fraudctl("materialize", env=env)
             fraudctl("train", env=env)
-            ports = list(free_ports(("kafka", "redis", "s3")).values())
+            ports = list(free_ports(("kafka", "redis", "s3", "mlflow")).values())
             results = {
-                "ray": measure("ray", env, ports[0], args.rates, args.seconds),
-                "uvicorn": measure("uvicorn", env, ports[1], args.rates, args.seconds),
-                "ray-shadow": measure("ray-shadow", env, ports[2], args.rates[:1], args.seconds),
+                name: measure(
+                    name,
+                    env,
+                    port,
+                    args.rates[:1] if name == "ray-shadow" else args.rates,
+                    args.seconds,
+                )
+                for name, port in zip(ENGINES, ports, strict=True)
             }
         finally:
             fraudctl("stack", "down", "--native", env=env)
     by_rate = []
-    for ray_run, plain_run in zip(results["ray"], results["uvicorn"], strict=True):
+    for ray_run, proxy_run, plain_run in zip(
+        results["ray"], results["ray-proxy"], results["uvicorn"], strict=True
+    ):
         by_rate.append(
             {
                 "rate": ray_run["rate"],
                 "ray": ray_run,
+                "ray_proxy": proxy_run,
                 "uvicorn": plain_run,
                 "ratio_p95_ray_over_uvicorn": round(ray_run["p95_ms"] / plain_run["p95_ms"], 2),
+                "ratio_p95_ray_proxy_over_uvicorn": round(
+                    proxy_run["p95_ms"] / plain_run["p95_ms"], 2
+                ),
             }
         )
     first = results["ray"][0]

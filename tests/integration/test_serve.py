@@ -56,8 +56,16 @@ def start_server(args: list[str], env: dict[str, str], port: int) -> subprocess.
     if not line:
         process.wait(timeout=30)
         raise AssertionError(f"serve exited {process.returncode}: {process.stderr.read()[-3000:]}")
-    assert json.loads(line)["url"] == f"http://127.0.0.1:{port}"
+    ready = json.loads(line)
+    assert ready["url"] == f"http://127.0.0.1:{port}"
+    assert ready["ingress"] == expected_ingress(args)
     return process
+
+
+def expected_ingress(args: list[str]) -> str | None:
+    if "uvicorn" in args:
+        return None
+    return args[args.index("--ingress") + 1] if "--ingress" in args else "direct"
 
 
 def stop_server(process: subprocess.Popen[str]) -> None:
@@ -436,3 +444,26 @@ def test_serve_refuses_to_start_without_a_registry_or_a_model(
     assert nothing.code == 4
     assert "nothing to serve" in nothing.err and "fraudctl train" in nothing.err
     assert cli("serve", "--engine", "gunicorn").code == 2
+    for wrong in (
+        ["serve", "--ingress", "sideways"],
+        ["serve", "--ingress", "direct", "--replicas", "2"],
+        ["serve", "--engine", "uvicorn", "--ingress", "proxy"],
+        ["--set", "ray_address=127.0.0.1:6380", "serve", "--ingress", "direct"],
+    ):
+        refused = cli(*wrong)
+        assert refused.code == 2, (wrong, refused.err)
+        assert "--ingress" in refused.err, refused.err
+
+
+def test_serve_through_the_ray_proxy(served: dict[str, Any]) -> None:
+    """`--ingress proxy` (Serve's proxy actor in front of the replicas) scores too."""
+    port = free_ports(("mlflow",))["mlflow"]
+    server = start_server(["--ingress", "proxy"], served["full_env"], port)
+    try:
+        for _ in range(50):
+            body = event(random.randrange(USERS))
+            response = httpx.post(f"http://127.0.0.1:{port}/v1/score", json=body, timeout=30)
+            assert response.status_code == 200, response.text
+            assert response.json()["variant"] == "baseline"
+    finally:
+        stop_server(server)

@@ -42,6 +42,13 @@ def serve(
     engine: Annotated[
         str, typer.Option(help="ray (Ray Serve, default) or uvicorn (one process, no Ray).")
     ] = "ray",
+    ingress: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray only: direct (the replica listens on --port itself; default for one "
+            "replica on local Ray) or proxy (Serve's proxy on --port spreads over replicas)."
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Serve fraud scores over HTTP: POST /v1/score, /v1/score/batch; GET /health, /ready,
@@ -57,11 +64,13 @@ def serve(
     if engine == "uvicorn" and replicas != 1:
         raise UsageError("--engine uvicorn runs one process", hint="drop --replicas")
     settings = state_of(ctx).settings
+    ingress = _ingress(engine, ingress, replicas, settings.ray_address)
     versions = _preflight(settings)
     url = f"http://{host}:{port}"
     ready = {
         "url": url,
         "engine": engine,
+        "ingress": ingress,
         "replicas": replicas,
         "canary_pct": canary,
         "shadow": shadow,
@@ -81,7 +90,7 @@ def serve(
     try:
         with err_console.status("starting Ray Serve…"):
             try:
-                start_ray(settings, host, port, canary, shadow, replicas)
+                start_ray(settings, host, port, canary, shadow, replicas, ingress or "proxy")
             except (RuntimeError, OSError) as exc:  # Ray's own start-up failures
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise BackendUnavailable(
@@ -95,6 +104,34 @@ def serve(
     finally:
         with err_console.status("stopping…"):
             stop_ray()
+
+
+def _ingress(engine: str, chosen: str | None, replicas: int, ray_address: str | None) -> str | None:
+    """How HTTP reaches the Ray replicas (None for uvicorn): direct by default for one
+    replica on a local Ray, proxy otherwise."""
+    from fraudctl.errors import UsageError
+    from fraudctl.serving.hosts import INGRESS_MODES
+
+    if engine == "uvicorn":
+        if chosen is not None:
+            raise UsageError("--ingress applies to --engine ray", hint="drop --ingress")
+        return None
+    if chosen is None:
+        return "direct" if replicas == 1 and ray_address is None else "proxy"
+    if chosen not in INGRESS_MODES:
+        raise UsageError(f"--ingress {chosen!r} is not known", hint="use direct or proxy")
+    if chosen == "direct" and replicas != 1:
+        raise UsageError(
+            "--ingress direct serves one replica on --port",
+            hint="use --ingress proxy to spread requests over --replicas",
+        )
+    if chosen == "direct" and ray_address is not None:
+        raise UsageError(
+            "--ingress direct needs the local Ray this command starts "
+            "(FRAUDCTL_RAY_ADDRESS joins a running cluster, whose Serve settings are its own)",
+            hint="use --ingress proxy, or unset FRAUDCTL_RAY_ADDRESS",
+        )
+    return chosen
 
 
 def _preflight(settings: Any) -> dict[str, str | None]:

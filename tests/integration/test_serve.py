@@ -7,6 +7,7 @@ comparisons, `fraudctl serve --engine uvicorn` without shadow on the same data."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -467,3 +468,81 @@ def test_serve_through_the_ray_proxy(served: dict[str, Any]) -> None:
             assert response.json()["variant"] == "baseline"
     finally:
         stop_server(server)
+
+
+class Forwarder:
+    """A TCP relay to a real server, which the test can cut: the registry becoming
+    unreachable for a server that already loaded its models."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+        import threading
+
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while self.open:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open:
+                client.close()
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: Any, sink: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.close()
+
+    def cut(self) -> None:
+        self.open = False
+        self.listener.close()
+
+
+def test_the_registry_lost_after_start_leaves_the_loaded_models_serving(
+    served: dict[str, Any],
+) -> None:
+    from urllib.parse import urlsplit
+
+    real = urlsplit(served["env"]["FRAUDCTL_MLFLOW_URI"])
+    relay = Forwarder((real.hostname or "127.0.0.1", real.port or 80))
+    env = served["full_env"] | {"FRAUDCTL_MLFLOW_URI": f"http://127.0.0.1:{relay.port}"}
+    port = free_ports(("mlflow",))["mlflow"]
+    server = start_server(["--engine", "uvicorn"], env, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        before = httpx.post(f"{url}/v1/score", json=event(1), timeout=30).json()
+        relay.cut()
+        deadline = time.monotonic() + 40  # aliases are checked every 10 s
+        errors = 0.0
+        while time.monotonic() < deadline and errors == 0:
+            response = httpx.post(f"{url}/v1/score", json=event(random.randrange(USERS)))
+            assert response.status_code == 200, response.text
+            assert response.json()["model_version"] == before["model_version"]
+            for line in httpx.get(f"{url}/metrics").text.splitlines():
+                if line.startswith("fraudctl_registry_errors_total "):
+                    errors = float(line.split()[1])
+            time.sleep(0.5)
+        assert errors >= 1, "the lost registry was never noticed"
+        assert httpx.get(f"{url}/ready").status_code == 200
+    finally:
+        stop_server(server)
+        relay.cut()

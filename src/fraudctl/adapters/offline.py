@@ -104,6 +104,17 @@ class ParquetStore:
             raise self._guard("write", exc) from exc
         return path
 
+    def copy_file(self, local: Any, key: str) -> str:
+        """Copy a local file into the store under ``key``; return its URI."""
+        path = posixpath.join(self.root, key)
+        try:
+            self.fs.create_dir(posixpath.dirname(path), recursive=True)
+            with open(local, "rb") as source, self.fs.open_output_stream(path) as sink:
+                sink.write(source.read())
+        except OSError as exc:
+            raise self._guard("write", exc) from exc
+        return posixpath.join(self.uri, key)
+
     def forget_batch(self, topic: str, partition: int, first_offset: int) -> None:
         """Drop a batch's manifest once its offsets are committed (it can't rerun)."""
         manifest = posixpath.join(

@@ -14,6 +14,7 @@ from fraudctl.cli import (
     config_cmd,
     contract_cmd,
     doctor_cmd,
+    drift_cmd,
     materialize_cmd,
     produce_cmd,
     serve_cmd,
@@ -85,6 +86,7 @@ app.command("doctor")(doctor_cmd.doctor)
 app.command("produce")(produce_cmd.produce)
 app.command("materialize")(materialize_cmd.materialize)
 app.command("train")(train_cmd.train)
+app.command("drift")(drift_cmd.drift)
 app.command("serve")(serve_cmd.serve)
 app.add_typer(serve_cmd.canary_app, name="canary")
 features_app = typer.Typer(help="Inspect features.", no_args_is_help=True)

@@ -1,0 +1,279 @@
+"""`fraudctl drift`: compare a current window of model inputs and scores with a reference
+window, per feature (PSI, `fraudctl.drift`), write an Evidently report, and record the
+result where `promote` and Prometheus find it."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fraudctl.config import Settings
+from fraudctl.drift import FeatureDrift, feature_drift
+from fraudctl.errors import Refused, UsageError
+from fraudctl.model import CATEGORIES, MODEL_INPUTS
+
+SOURCES = ("predictions", "events")
+MONITORED: tuple[str, ...] = (*MODEL_INPUTS, "score")
+DRIFT_LOG = "drift/log.jsonl"  # under FRAUDCTL_HOME: one JSON object per run, appended
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """``training`` (the baseline model's training window), ``last:DURATION`` (ending
+    now) or ``START/END`` (ISO timestamps or dates, end inclusive)."""
+
+    kind: str  # "training" | "range"
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @staticmethod
+    def parse(option: str, text: str, *, now: datetime, training_allowed: bool) -> WindowSpec:
+        from fraudctl.cli.common import parse_duration, parse_time_bound
+
+        cleaned = text.strip()
+        if cleaned == "training":
+            if not training_allowed:
+                raise UsageError(
+                    f"{option} training is only a reference", hint="use last:1h or START/END"
+                )
+            return WindowSpec("training")
+        match = re.fullmatch(r"last:(.+)", cleaned)
+        if match:
+            seconds = parse_duration(option, match.group(1))
+            return WindowSpec("range", now - timedelta(seconds=seconds), now)
+        if "/" in cleaned:
+            first, last = cleaned.split("/", 1)
+            start = parse_time_bound(option, first)
+            end = parse_time_bound(option, last, end_of_day=True)
+            if end <= start:
+                raise UsageError(f"{option} {text!r} ends before it starts", hint="START/END")
+            return WindowSpec("range", start, end)
+        examples = "training, last:1h, 2026-11-01/2026-11-02" if training_allowed else "last:1h"
+        raise UsageError(f"{option} {text!r} is not a window", hint=f"e.g. {examples}")
+
+
+@dataclass
+class DriftOptions:
+    reference: WindowSpec
+    current: WindowSpec
+    source: str = "predictions"
+    threshold: float = 0.3
+    min_rows: int = 500
+    report: Path | None = None
+
+
+@dataclass
+class DriftResult:
+    status: str  # ok | drift | insufficient_data
+    drift_score: float | None
+    threshold: float
+    min_rows: int
+    source: str
+    model: dict[str, str]
+    reference: dict[str, Any]
+    current: dict[str, Any]
+    features: list[dict[str, Any]] = field(default_factory=list)
+    report: str | None = None
+    report_uri: str | None = None
+    run_id: str | None = None
+    measured_at: str = ""
+    elapsed_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _rows(offline: Any, source: str, start: datetime, end: datetime) -> Any:
+    """Model inputs (and the served score for the prediction log) of one window, as a
+    pandas frame; events are joined with their features by event id."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    if source == "predictions":
+        where = (ds.field("scored_at") >= start) & (ds.field("scored_at") <= end)
+        table = offline.read("predictions", [*MODEL_INPUTS, "score"], where)
+        return table.to_pandas() if table.num_rows else None
+    where = (ds.field("event_ts") >= start) & (ds.field("event_ts") <= end)
+    events = offline.read("events", ["event_id", "transaction_amount", "country", "device"], where)
+    if events.num_rows == 0:
+        return None
+    features = offline.read(
+        "features",
+        ["event_id", *[n for n in MODEL_INPUTS if n not in events.column_names]],
+        pc.field("event_timestamp") >= start,
+    )
+    joined = events.join(features, "event_id", join_type="inner")
+    return joined.select(list(MODEL_INPUTS)).to_pandas() if joined.num_rows else None
+
+
+def _training_window(registry: Any, mlflow: Any, version: str) -> tuple[datetime, datetime]:
+    from fraudctl.contract import parse_utc_timestamp
+
+    client = mlflow.MlflowClient()
+    run_id = client.get_model_version(registry.model_name, version).run_id
+    tags = client.get_run(run_id).data.tags
+    try:
+        first = parse_utc_timestamp(tags["fraudctl.time.first_event"])
+        last = parse_utc_timestamp(tags["fraudctl.time.last_event"])
+    except KeyError as exc:
+        raise Refused(
+            f"version {version} of {registry.model_name} has no training window in its "
+            f"lineage (tag {exc.args[0]} is missing)",
+            hint="pass --reference START/END",
+        ) from exc
+    return first, last
+
+
+def run_drift(
+    settings: Settings, options: DriftOptions, progress: Callable[[str], None] = lambda _m: None
+) -> DriftResult:
+    from fraudctl.adapters.offline import open_offline
+    from fraudctl.adapters.registry import Registry, download_version, resolve_alias
+    from fraudctl.model import load_model_dir
+    from fraudctl.serving.scorer import BASELINE_ALIASES
+
+    started = time.monotonic()
+    offline = open_offline(settings)
+    registry = Registry(settings)
+    progress("finding the baseline model")
+    with registry.session() as mlflow:
+        found = {a: resolve_alias(registry, mlflow, a) for a in BASELINE_ALIASES}
+        alias = next((a for a in BASELINE_ALIASES if found[a]), None)
+        if alias is None:
+            raise Refused(
+                f"no model to compare with: {registry.model_name} has none of the aliases "
+                f"{', '.join(BASELINE_ALIASES)} in {registry.where}",
+                hint="train one first: `fraudctl train`",
+            )
+        version = str(found[alias])
+        model = load_model_dir(
+            download_version(registry, mlflow, version), registry.model_name, version, alias
+        )
+        if options.reference.kind == "training":
+            ref_start, ref_end = _training_window(registry, mlflow, version)
+            ref_label = f"training window of version {version}"
+        else:
+            assert options.reference.start and options.reference.end
+            ref_start, ref_end = options.reference.start, options.reference.end
+            ref_label = "range"
+    assert options.current.start and options.current.end
+    cur_start, cur_end = options.current.start, options.current.end
+    progress("reading the windows")
+    # The reference is what the model learned from: its events, scored by the model.
+    reference = _rows(offline, "events", ref_start, ref_end)
+    current = _rows(offline, options.source, cur_start, cur_end)
+    for frame in (reference, current):
+        if frame is not None and "score" not in frame.columns:
+            frame["score"] = model.scores(frame)
+    ref_rows = 0 if reference is None else len(reference)
+    cur_rows = 0 if current is None else len(current)
+    result = DriftResult(
+        status="insufficient_data",
+        drift_score=None,
+        threshold=options.threshold,
+        min_rows=options.min_rows,
+        source=options.source,
+        model={"name": registry.model_name, "version": version, "alias": alias},
+        reference={
+            "what": ref_label,
+            "start": ref_start.isoformat(),
+            "end": ref_end.isoformat(),
+            "rows": ref_rows,
+        },
+        current={
+            "what": f"{options.source}",
+            "start": cur_start.isoformat(),
+            "end": cur_end.isoformat(),
+            "rows": cur_rows,
+        },
+        measured_at=datetime.now(UTC).isoformat(),
+    )
+    if ref_rows >= options.min_rows and cur_rows >= options.min_rows:
+        progress(f"PSI of {len(MONITORED)} features")
+        drifts: list[FeatureDrift] = [
+            feature_drift(
+                name,
+                reference[name].to_numpy(),
+                current[name].to_numpy(),
+                categorical=name in CATEGORIES,
+                threshold=options.threshold,
+            )
+            for name in MONITORED
+        ]
+        result.features = [d.as_dict() for d in drifts]
+        result.drift_score = max(d.psi for d in drifts)
+        result.status = "drift" if result.drift_score >= options.threshold else "ok"
+        progress("writing the Evidently report")
+        report = options.report or settings.home / "drift" / f"drift-{int(time.time())}.html"
+        write_report(reference, current, report)
+        result.report = str(report)
+        result.report_uri = offline.copy_file(report, f"drift-reports/{report.name}")
+        result.run_id = log_to_mlflow(registry, result, report)
+    result.elapsed_s = round(time.monotonic() - started, 3)
+    record(settings, result)
+    return result
+
+
+def write_report(reference: Any, current: Any, path: Path) -> None:
+    """Evidently's data drift preset over the monitored columns, as one HTML file."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    definition = DataDefinition(
+        numerical_columns=[c for c in MONITORED if c not in CATEGORIES],
+        categorical_columns=list(CATEGORIES),
+    )
+    snapshot = Report([DataDriftPreset(method="psi")]).run(
+        Dataset.from_pandas(current[list(MONITORED)], data_definition=definition),
+        Dataset.from_pandas(reference[list(MONITORED)], data_definition=definition),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(path))
+
+
+def log_to_mlflow(registry: Any, result: DriftResult, report: Path) -> str:
+    """One run in the ``<model>-drift`` experiment: the PSI per feature, the drift score,
+    the status, the windows, and the HTML report."""
+    with registry.session() as mlflow:
+        mlflow.set_experiment(f"{registry.model_name}-drift")
+        with mlflow.start_run(run_name=f"drift {result.current['start']}") as run:
+            mlflow.log_params(
+                {
+                    "source": result.source,
+                    "threshold": result.threshold,
+                    "min_rows": result.min_rows,
+                    "reference": f"{result.reference['start']}/{result.reference['end']}",
+                    "current": f"{result.current['start']}/{result.current['end']}",
+                    "model_version": result.model["version"],
+                }
+            )
+            mlflow.log_metrics(
+                {"drift_score": float(result.drift_score or 0.0)}
+                | {f"psi.{f['feature']}": f["psi"] for f in result.features}
+            )
+            mlflow.set_tags({"fraudctl.drift.status": result.status})
+            mlflow.log_artifact(str(report), "drift")
+            run_id: str = run.info.run_id
+            return run_id
+
+
+def record(settings: Settings, result: DriftResult) -> None:
+    """Append the result to the drift log (``promote``'s drift gate reads the newest)."""
+    path = settings.home / DRIFT_LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(result.as_dict()) + "\n")
+
+
+def latest(settings: Settings) -> dict[str, Any] | None:
+    path = settings.home / DRIFT_LOG
+    if not path.exists():
+        return None
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return json.loads(lines[-1]) if lines else None

@@ -115,6 +115,40 @@ class ParquetStore:
             raise self._guard("write", exc) from exc
         return posixpath.join(self.uri, key)
 
+    def add_record(self, prefix: str, record: dict[str, Any]) -> str:
+        """Append one JSON record under ``prefix``: a new object named by the time and a
+        random suffix, never a rewrite, so concurrent writers cannot lose each other's."""
+        import time
+        import uuid
+
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
+        path = posixpath.join(self.root, prefix, name)
+        try:
+            self._write_bytes(path, json.dumps(record, default=str).encode())
+        except OSError as exc:
+            raise self._guard("write", exc) from exc
+        return posixpath.join(self.uri, prefix, name)
+
+    def records(self, prefix: str, newest: int | None = None) -> list[dict[str, Any]]:
+        """The records under ``prefix``, oldest first (only the ``newest`` few if set)."""
+        import pyarrow.fs as pafs
+
+        base = posixpath.join(self.root, prefix)
+        try:
+            if self.fs.get_file_info(base).type != pafs.FileType.Directory:
+                return []
+            found = self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+            paths = sorted(i.path for i in found if i.path.endswith(".json"))
+            if newest is not None:
+                paths = paths[-newest:]
+            out = []
+            for path in paths:
+                with self.fs.open_input_stream(path) as handle:
+                    out.append(json.loads(handle.read()))
+            return out
+        except OSError as exc:
+            raise self._guard("read", exc) from exc
+
     def forget_batch(self, topic: str, partition: int, first_offset: int) -> None:
         """Drop a batch's manifest once its offsets are committed (it can't rerun)."""
         manifest = posixpath.join(

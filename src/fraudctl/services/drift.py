@@ -4,7 +4,6 @@ result where `promote` and Prometheus find it."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from fraudctl.model import CATEGORIES, MODEL_INPUTS
 
 SOURCES = ("predictions", "events")
 MONITORED: tuple[str, ...] = (*MODEL_INPUTS, "score")
-DRIFT_LOG = "drift/log.jsonl"  # under FRAUDCTL_HOME: one JSON object per run, appended
+DRIFT_LOG = "drift-log"  # in the offline store: one JSON object per run
 
 
 @dataclass(frozen=True)
@@ -216,7 +215,7 @@ def run_drift(
         result.report_uri = offline.copy_file(report, f"drift-reports/{report.name}")
         result.run_id = log_to_mlflow(registry, result, report)
     result.elapsed_s = round(time.monotonic() - started, 3)
-    record(settings, result)
+    record(offline, result)
     return result
 
 
@@ -263,17 +262,15 @@ def log_to_mlflow(registry: Any, result: DriftResult, report: Path) -> str:
             return run_id
 
 
-def record(settings: Settings, result: DriftResult) -> None:
-    """Append the result to the drift log (``promote``'s drift gate reads the newest)."""
-    path = settings.home / DRIFT_LOG
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(result.as_dict()) + "\n")
+def record(offline: Any, result: DriftResult) -> None:
+    """Append the result to the drift log in the offline store (``promote``'s drift gate
+    reads the newest; in ``stack`` every machine sees the same log)."""
+    offline.add_record(DRIFT_LOG, result.as_dict())
 
 
 def latest(settings: Settings) -> dict[str, Any] | None:
-    path = settings.home / DRIFT_LOG
-    if not path.exists():
-        return None
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return json.loads(lines[-1]) if lines else None
+    """The newest drift result recorded, if any."""
+    from fraudctl.adapters.offline import open_offline
+
+    found = open_offline(settings).records(DRIFT_LOG, newest=1)
+    return found[0] if found else None

@@ -86,6 +86,15 @@ class Settings(BaseModel):
     otlp_endpoint: str | None = Field(
         description="OTLP traces endpoint, 'console', or unset for no tracing."
     )
+    promote_auc_floor: float = Field(
+        ge=0.5, le=1.0, description="ROC AUC a first 'staging' model must reach."
+    )
+    promote_eval_events: int = Field(
+        ge=200, description="Newest labeled events both models are scored on to promote."
+    )
+    promote_canary_min_requests: int = Field(
+        ge=1, description="Requests a canary must have served before 'production'."
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -191,6 +200,9 @@ def profile_defaults(profile: Profile, home: Path) -> dict[str, Any]:
         "model_name": "fraud-detector",
         "ray_address": None,
         "otlp_endpoint": None,
+        "promote_auc_floor": 0.8,
+        "promote_eval_events": 5000,
+        "promote_canary_min_requests": 500,
     }
     if profile == "stack":
         return common | {

@@ -17,6 +17,7 @@ from fraudctl.cli import (
     drift_cmd,
     materialize_cmd,
     produce_cmd,
+    promote_cmd,
     serve_cmd,
     stack_cmd,
     train_cmd,
@@ -87,6 +88,7 @@ app.command("produce")(produce_cmd.produce)
 app.command("materialize")(materialize_cmd.materialize)
 app.command("train")(train_cmd.train)
 app.command("drift")(drift_cmd.drift)
+app.command("promote")(promote_cmd.promote)
 app.command("serve")(serve_cmd.serve)
 app.add_typer(serve_cmd.canary_app, name="canary")
 features_app = typer.Typer(help="Inspect features.", no_args_is_help=True)

@@ -20,6 +20,7 @@ from fraudctl.cli.common import (
     print_json,
     state_of,
 )
+from fraudctl.serving.client import call_server
 
 UrlOption = Annotated[
     str,
@@ -173,22 +174,6 @@ def _announce(ready: dict[str, Any], as_json: bool, out: Any = None) -> None:
 canary_app = typer.Typer(help="Watch and steer the canary of a running server.")
 
 
-def _call(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    import httpx
-
-    from fraudctl.errors import BackendUnavailable
-
-    try:
-        response = httpx.request(method, url.rstrip("/") + path, json=body, timeout=10)
-        response.raise_for_status()
-    except httpx.HTTPError as exc:
-        raise BackendUnavailable(
-            f"server at {url}: {method} {path} failed ({exc})",
-            hint="is `fraudctl serve` running there? set --url / FRAUDCTL_SERVE_URL",
-        ) from exc
-    return response.json()
-
-
 @canary_app.command("status")
 def status(
     url: UrlOption = DEFAULT_URL,
@@ -197,7 +182,7 @@ def status(
 ) -> None:
     """Per-variant requests, error rate, p50/p95, mean score, shadow agreement."""
     seconds = parse_duration("--window", window)
-    result = _call(url, "GET", f"/v1/canary?window={seconds}")
+    result = call_server(url, "GET", f"/v1/canary?window={seconds}")
     if as_json:
         print_json(result)
         return
@@ -214,7 +199,7 @@ def set_weight(
     as_json: JsonOption = False,
 ) -> None:
     """Change the split on the running server (no restart)."""
-    change = _call(url, "POST", "/v1/canary", {"weight": pct, "reason": reason})
+    change = call_server(url, "POST", "/v1/canary", {"weight": pct, "reason": reason})
     _print_change(change, as_json)
 
 
@@ -225,7 +210,7 @@ def rollback(
     as_json: JsonOption = False,
 ) -> None:
     """Send no traffic to the canary, recording why."""
-    change = _call(url, "POST", "/v1/canary", {"weight": 0, "reason": f"rollback: {reason}"})
+    change = call_server(url, "POST", "/v1/canary", {"weight": 0, "reason": f"rollback: {reason}"})
     _print_change(change, as_json)
 
 
@@ -265,14 +250,14 @@ def watch(
     checks = 0
     with GracefulStop() as stop:
         while not stop.requested() and (until is None or time.monotonic() < until):
-            result = _call(url, "GET", f"/v1/canary?window={window_s}")
+            result = call_server(url, "GET", f"/v1/canary?window={window_s}")
             checks += 1
             breach = _breach(result, max_error_rate, max_p95_ms, min_requests)
             if breach is not None:
                 if not auto_rollback:
                     err_console.print(f"[red]breach[/red]: {breach}")
                 else:
-                    change = _call(
+                    change = call_server(
                         url,
                         "POST",
                         "/v1/canary",

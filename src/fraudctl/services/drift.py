@@ -240,8 +240,10 @@ def log_to_mlflow(registry: Any, result: DriftResult, report: Path) -> str:
     """One run in the ``<model>-drift`` experiment: the PSI per feature, the drift score,
     the status, the windows, and the HTML report."""
     with registry.session() as mlflow:
-        mlflow.set_experiment(f"{registry.model_name}-drift")
-        with mlflow.start_run(run_name=f"drift {result.current['start']}") as run:
+        experiment = registry.experiment_id(mlflow, f"{registry.model_name}-drift")
+        with mlflow.start_run(
+            experiment_id=experiment, run_name=f"drift {result.current['start']}"
+        ) as run:
             mlflow.log_params(
                 {
                     "source": result.source,

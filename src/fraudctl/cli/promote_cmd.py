@@ -1,0 +1,96 @@
+"""`fraudctl promote`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from fraudctl.cli.common import JsonOption, console, err_console, print_json, state_of, table
+from fraudctl.cli.serve_cmd import DEFAULT_URL, UrlOption
+
+
+def promote(
+    ctx: typer.Context,
+    to: Annotated[
+        str, typer.Option(help="staging (from candidate) or production (from staging).")
+    ] = "staging",
+    version: Annotated[str | None, typer.Option(help="Promote this version instead.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Evaluate and record the gates; move nothing.")
+    ] = False,
+    show_history: Annotated[
+        bool, typer.Option("--history", help="Print every recorded decision and exit.")
+    ] = False,
+    url: UrlOption = DEFAULT_URL,
+    as_json: JsonOption = False,
+) -> None:
+    """Move a registry alias through its gates: to staging when the version's ROC AUC on
+    the newest labeled events is at least staging's (or the configured floor) and the
+    newest drift result is ok; to production when it has served as canary with enough
+    requests, ≤ 1 % errors and p95 ≤ 200 ms. Every decision is recorded.
+
+    Exit 0 promoted (or --dry-run passed), 4 refused or lost to a concurrent promote,
+    3 a backend unreachable.
+    """
+    from fraudctl.errors import ExitCode, UsageError
+    from fraudctl.services.promote import TARGETS, PromoteOptions, history
+    from fraudctl.services.promote import promote as run
+
+    settings = state_of(ctx).settings
+    if show_history:
+        from fraudctl.adapters.offline import open_offline
+
+        _show_history(history(open_offline(settings), settings.model_name), as_json)
+        return
+    if to not in TARGETS:
+        raise UsageError(f"--to {to!r} is not known", hint="use staging or production")
+    with err_console.status("promoting…") as status:
+        decision = run(
+            settings,
+            PromoteOptions(to, version, dry_run, url),
+            lambda m: status.update(f"{m}…"),
+        )
+    outcome = decision.as_dict()
+    if as_json:
+        print_json(outcome)
+    else:
+        _show(outcome)
+    if decision.outcome not in ("promoted", "dry_run"):
+        raise typer.Exit(ExitCode.REFUSED)
+
+
+def _show(outcome: dict[str, Any]) -> None:
+    console.print(
+        table(
+            f"promote {outcome['model_name']} v{outcome['version']} → {outcome['to']}",
+            ["gate", "result", "measured"],
+            [(g["name"], "pass" if g["passed"] else "FAIL", g["detail"]) for g in outcome["gates"]],
+        )
+    )
+    colour = {"promoted": "green", "dry_run": "cyan"}.get(outcome["outcome"], "red")
+    console.print(f"[{colour}]{outcome['outcome']}[/{colour}]: {outcome['reason']}")
+
+
+def _show_history(decisions: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print_json(decisions)
+        return
+    console.print(
+        table(
+            "promotion log",
+            ["at", "version", "to", "previous", "outcome", "user", "why"],
+            [
+                (
+                    d["at"],
+                    d["version"],
+                    d["to"],
+                    d["previous"],
+                    d["outcome"],
+                    d["user"],
+                    d["reason"],
+                )
+                for d in decisions
+            ],
+        )
+    )

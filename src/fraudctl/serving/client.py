@@ -1,0 +1,22 @@
+"""Talking to a running `fraudctl serve` (the canary commands and `promote`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fraudctl.errors import BackendUnavailable
+
+
+def call_server(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """One JSON request to the server at ``url``; BackendUnavailable when it fails."""
+    import httpx
+
+    try:
+        response = httpx.request(method, url.rstrip("/") + path, json=body, timeout=10)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise BackendUnavailable(
+            f"server at {url}: {method} {path} failed ({exc})",
+            hint="is `fraudctl serve` running there? set --url / FRAUDCTL_SERVE_URL",
+        ) from exc
+    return response.json()

@@ -1,0 +1,189 @@
+"""`fraudctl promote` on the embedded default: the AUC, drift and canary gates, the
+record of every decision, and two promotes at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fraudctl.stack.native import free_ports
+from tests.conftest import RunCli
+from tests.integration.test_drift import DAY, USERS, iso, window
+
+
+def decide(cli: RunCli, *args: str) -> tuple[int, dict[str, Any]]:
+    result = cli("promote", "--json", *args)
+    assert result.out, result.err
+    decision: dict[str, Any] = result.json()
+    return result.code, decision
+
+
+def produce(cli: RunCli, seed: int, start: float, *extra: str) -> None:
+    produced = cli(
+        "produce", "--rate", "0", "--count", "6000", "--label-delay", "0", "--seed", str(seed),
+        "--users", USERS, "--start", iso(start), "--json", *extra,
+    )  # fmt: skip
+    assert produced.code == 0, produced.err
+
+
+def aliases() -> dict[str, str]:
+    import mlflow
+
+    from fraudctl.config import load_settings
+
+    settings = load_settings().settings
+    mlflow.set_tracking_uri(settings.mlflow_uri)
+    found = mlflow.MlflowClient().get_registered_model(settings.model_name).aliases
+    return {alias: str(version) for alias, version in found.items()}
+
+
+def test_promotion_gates_their_records_and_one_winner(
+    cli: RunCli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("FRAUDCTL_PROFILE", "local")
+    monkeypatch.setenv("FRAUDCTL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FRAUDCTL_PROMOTE_CANARY_MIN_REQUESTS", "300")
+    normal = to_staging(cli)
+    to_production(cli)
+    race(cli, normal)
+    on_record(cli)
+
+
+def to_staging(cli: RunCli) -> list[str]:
+    """Data, then the staging gates; returns the drift options of a normal window."""
+    now = float(int(time.time()))
+    starts = {"a": now - 6 * DAY, "b": now - 4 * DAY, "c": now - 2 * DAY, "drifted": now - 7200}
+    for seed, (name, start) in enumerate(starts.items(), 1):
+        if name == "drifted":
+            continue  # arrives later
+        produce(cli, seed, start)
+    assert cli("materialize", "--json").code == 0
+    assert cli("train", "--until", iso(starts["b"] + DAY), "--json").code == 0  # runs a and b
+    normal = ["--reference", window(starts["b"]), "--current", window(starts["c"]), "--source"]
+    assert cli("drift", *normal, "events", "--json").code == 0
+
+    # No staging yet: the candidate only has to reach the floor.
+    code, first = decide(cli)
+    assert code == 0 and first["outcome"] == "promoted", json.dumps(first)
+    assert {g["name"]: g["passed"] for g in first["gates"]} == {"auc": True, "drift": True}
+    assert aliases()["staging"] == "1"
+
+    # A deliberately weaker model (logreg on the first 15 s of events, without any
+    # history in its features): refused by the AUC gate.
+    weak = cli(
+        "train", "--model", "logreg", "--since", iso(starts["a"]), "--until",
+        iso(starts["a"] + 15), "--json",
+    )  # fmt: skip
+    assert weak.code == 0, weak.err
+    code, refused = decide(cli)
+    assert code == 4 and refused["outcome"] == "refused", json.dumps(refused["gates"])
+    auc = next(g for g in refused["gates"] if g["name"] == "auc")
+    assert not auc["passed"]
+    assert auc["measured"]["roc_auc"] < auc["measured"]["staging_roc_auc"]
+    assert "auc gate" in refused["reason"]
+    assert aliases()["staging"] == "1"
+
+    # Drifted traffic: a good new model is refused by the drift gate.
+    produce(cli, 4, starts["drifted"], "--drift", "amount=1.8")
+    assert cli("materialize", "--json").code == 0
+    drifted = cli("drift", "--current", window(starts["drifted"]), "--source", "events", "--json")
+    assert drifted.code == 4
+    assert cli("train", "--seed", "3", "--json").code == 0  # version 3, on everything
+    code, blocked = decide(cli)
+    assert code == 4 and not {g["name"]: g["passed"] for g in blocked["gates"]}["drift"]
+    assert "drift gate" in blocked["reason"]
+    assert aliases()["staging"] == "1"
+
+    # Back to normal traffic; a dry run moves nothing; then version 3 goes to staging.
+    assert cli("drift", *normal, "events", "--json").code == 0
+    code, dry = decide(cli, "--dry-run")
+    assert code == 0 and dry["outcome"] == "dry_run" and aliases()["staging"] == "1"
+    code, moved = decide(cli)
+    assert code == 0 and moved["outcome"] == "promoted" and aliases()["staging"] == "3"
+    return normal
+
+
+def to_production(cli: RunCli) -> None:
+    # The first production model: nothing to protect yet, the canary gate is waived.
+    code, first_prod = decide(cli, "--to", "production", "--version", "1")
+    assert code == 0 and first_prod["gates"][0]["rule"] == "waived"
+    assert aliases()["production"] == "1"
+
+    # Staging (3) as a canary on a running server: enough clean requests → production.
+    port = free_ports(("mlflow",))["mlflow"]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "fraudctl", "serve", "--engine", "uvicorn", "--port", str(port),
+         "--canary", "100", "--json"],
+        env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None and server.stdout.readline(), "serve did not start"
+        code, early = decide(cli, "--to", "production", "--url", url)
+        assert code == 4 and "requests <" in early["reason"], early
+        for i in range(320):
+            body = {
+                "event_id": f"01K{i:023d}",
+                "user_id": f"user-{i}",
+                "transaction_amount": 20.0 + i,
+                "country": "US",
+                "device": "ios",
+                "event_ts": iso(time.time()),
+            }
+            assert httpx.post(f"{url}/v1/score", json=body, timeout=30).status_code == 200
+        time.sleep(2.5)  # live statistics reach the control plane every second
+        code, prod = decide(cli, "--to", "production", "--url", url)
+        assert code == 0 and prod["outcome"] == "promoted", prod
+        assert prod["gates"][0]["measured"]["requests"] >= 300
+        assert aliases()["production"] == "3"
+        assert httpx.get(f"{url}/v1/canary").json()["canary_weight"] == 0
+    finally:
+        server.send_signal(2)
+        server.wait(timeout=60)
+
+
+def race(cli: RunCli, normal: list[str]) -> None:
+    # Two promotes of the same candidate at once: exactly one moves the alias.
+    assert cli("drift", *normal, "events", "--json").code == 0
+    assert cli("train", "--seed", "4", "--json").code == 0  # version 4
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "fraudctl", "promote", "--json"],
+            env=os.environ.copy(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outcomes = []
+    for racer in racers:
+        out, err = racer.communicate(timeout=300)
+        outcomes.append((racer.returncode, json.loads(out) if out else err))
+    winners = [o for code, o in outcomes if code == 0]
+    assert len(winners) == 1, outcomes
+    assert winners[0]["outcome"] == "promoted" and aliases()["staging"] == "4"
+    loser_code, loser = next(o for o in outcomes if o[0] != 0)
+    assert loser_code == 4, loser
+
+
+def on_record(cli: RunCli) -> None:
+    # Every decision is on record, in order, and on the model versions' tags.
+    history = cli("promote", "--history", "--json").json()
+    assert [d["outcome"] for d in history][:7] == [
+        "promoted", "refused", "refused", "dry_run", "promoted", "promoted", "refused",
+    ]  # fmt: skip
+    assert all(d["user"] and d["at"] and d["gates"] for d in history)
+    import mlflow
+
+    tags = mlflow.MlflowClient().get_model_version(history[0]["model_name"], "2").tags
+    assert tags["fraudctl.promote.staging"] == "refused"
+    assert "auc FAIL" in tags["fraudctl.promote.staging.gates"]

@@ -354,6 +354,23 @@ def test_a_failing_canary_is_rolled_back_by_watch(
     time.sleep(2.5)  # statistics reach the control plane every second
     status = cli("canary", "status", "--window", "5m", "--json").json()
     assert status["variants"]["canary"]["errors"] > 0
+    # The promotion gate reads the same serving metrics: a canary erring on more than 1 %
+    # of its requests is refused production.
+    for key, value in served["env"].items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("FRAUDCTL_PROMOTE_CANARY_MIN_REQUESTS", "100")
+    refused = cli("promote", "--to", "production", "--json")
+    assert refused.code == 4, refused.err
+    decision = refused.json()
+    assert decision["outcome"] == "refused" and decision["version"] == version
+    assert decision["gates"][0]["measured"]["error_rate"] > 0.01
+    assert "error rate" in decision["reason"]
+    assert (
+        client.get_model_version_by_alias(
+            served["env"]["FRAUDCTL_MODEL_NAME"], "production"
+        ).version
+        == "1"
+    )
     watched = cli(
         "canary", "watch", "--auto-rollback", "--min-requests", "50", "--window", "5m",
         "--interval", "1s", "--for", "60s", "--json",

@@ -24,11 +24,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) system-deps
 
-# Debian packages the native stack needs (redis-server); installed only when missing.
+# Debian packages the native stack and its tests need (redis-server, the Prometheus
+# Pushgateway); installed only when missing.
 system-deps:
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server (Debian)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+	@command -v redis-server >/dev/null && command -v prometheus-pushgateway >/dev/null || { \
+	  echo "installing redis-server and prometheus-pushgateway (Debian)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    redis-server prometheus-pushgateway; }
 
 .env: | .env.example $(STAMP)
 	$(FRAUDCTL) config init

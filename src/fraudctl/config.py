@@ -86,6 +86,9 @@ class Settings(BaseModel):
     otlp_endpoint: str | None = Field(
         description="OTLP traces endpoint, 'console', or unset for no tracing."
     )
+    pushgateway_url: str | None = Field(
+        description="Prometheus Pushgateway for batch results (drift); unset: no push."
+    )
     promote_auc_floor: float = Field(
         ge=0.5, le=1.0, description="ROC AUC a first 'staging' model must reach."
     )
@@ -200,6 +203,7 @@ def profile_defaults(profile: Profile, home: Path) -> dict[str, Any]:
         "model_name": "fraud-detector",
         "ray_address": None,
         "otlp_endpoint": None,
+        "pushgateway_url": None,
         "promote_auc_floor": 0.8,
         "promote_eval_events": 5000,
         "promote_canary_min_requests": 500,

@@ -7,13 +7,18 @@ with the same kind of history: the previous run's, two days old) and one run wit
 
 from __future__ import annotations
 
+import subprocess
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from fraudctl.drift import psi_from_counts
+from fraudctl.stack.native import free_ports
 from tests.conftest import RunCli
 
 DAY = 86_400
@@ -28,10 +33,61 @@ def window(start: float, seconds: float = 100) -> str:
     return f"{iso(start)}/{iso(start + seconds)}"
 
 
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus Pushgateway (Debian's package) on a free loopback port."""
+    port = free_ports(("mlflow",))["mlflow"]
+    process = subprocess.Popen(
+        ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "pushgateway.log").open("w"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, (tmp_path / "pushgateway.log").read_text()
+            assert time.monotonic() < deadline, "the Pushgateway did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def gauges(url: str) -> dict[str, float]:
+    """The fraudctl_drift_* samples the Pushgateway holds, by name and labels."""
+    found = {}
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("fraudctl_drift_"):
+            name, value = line.rsplit(" ", 1)
+            found[name] = float(value)
+    return found
+
+
+def assert_recomputable(features: list[dict[str, Any]], rows: int) -> None:
+    """Every reported PSI follows from the reported bins and counts."""
+    for feature in features:
+        assert sum(feature["reference_counts"]) == rows
+        assert sum(feature["current_counts"]) == rows
+        assert len(feature["bins"]) == len(feature["reference_counts"])
+        expected = psi_from_counts(feature["reference_counts"], feature["current_counts"])
+        assert abs(feature["psi"] - expected) <= 1e-9, feature["feature"]
+        if feature["kind"] == "numeric":
+            assert feature["edges"] == sorted(feature["edges"])
+            assert len(feature["bins"]) == len(feature["edges"]) + 1
+
+
 def test_drift_reports_recomputable_psi_and_finds_a_drifted_stream(
-    cli: RunCli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    cli: RunCli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pushgateway: str
 ) -> None:
     monkeypatch.setenv("FRAUDCTL_PROFILE", "local")
+    monkeypatch.setenv("FRAUDCTL_PUSHGATEWAY_URL", pushgateway)
     monkeypatch.setenv("FRAUDCTL_HOME", str(tmp_path / "home"))
     now = float(int(time.time()))
     starts = {"a": now - 6 * DAY, "b": now - 4 * DAY, "c": now - 2 * DAY, "drifted": now - 7200}
@@ -57,20 +113,19 @@ def test_drift_reports_recomputable_psi_and_finds_a_drifted_stream(
     assert result["reference"]["rows"] == result["current"]["rows"] == 6000
     monitored = {f["feature"] for f in result["features"]}
     assert {"transaction_amount", "country", "device", "score", "amount_avg_24h"} <= monitored
-    for feature in result["features"]:
-        assert sum(feature["reference_counts"]) == 6000
-        assert sum(feature["current_counts"]) == 6000
-        assert len(feature["bins"]) == len(feature["reference_counts"])
-        expected = psi_from_counts(feature["reference_counts"], feature["current_counts"])
-        assert abs(feature["psi"] - expected) <= 1e-9, feature["feature"]
-        if feature["kind"] == "numeric":
-            assert feature["edges"] == sorted(feature["edges"])
-            assert len(feature["bins"]) == len(feature["edges"]) + 1
+    assert_recomputable(result["features"], 6000)
     assert result["drift_score"] == max(f["psi"] for f in result["features"])
     same_psi = {f["feature"]: f["psi"] for f in result["features"]}
     assert Path(result["report"]).read_text().lstrip().lower().startswith("<!doctype html")
     assert Path(result["report_uri"]).exists()  # the offline store is a directory here
     assert result["run_id"]
+    assert result["pushed_to"] == pushgateway and result["push_error"] is None
+    pushed = gauges(pushgateway)
+    labels = 'instance="",job="fraudctl_drift",model="fraud-detector"'
+    assert pushed[f"fraudctl_drift_status{{{labels}}}"] == 0
+    assert pushed[f"fraudctl_drift_score{{{labels}}}"] == pytest.approx(result["drift_score"])
+    amount = pushed[f'fraudctl_drift_psi{{feature="transaction_amount",{labels}}}']
+    assert amount == pytest.approx(same_psi["transaction_amount"])
 
     # The drifted run against the model's training window (the default reference).
     drifted = cli("drift", "--current", window(starts["drifted"]), "--source", "events", "--json")
@@ -84,6 +139,7 @@ def test_drift_reports_recomputable_psi_and_finds_a_drifted_stream(
     # a 100-s window of 20,000 users, and those rows read 0 whatever the amounts.
     assert psi["amount_avg_24h"] > same_psi["amount_avg_24h"], (psi, same_psi)
     assert found["drift_score"] >= found["threshold"]
+    assert gauges(pushgateway)[f"fraudctl_drift_status{{{labels}}}"] == 1
 
     # A window too small to judge never passes.
     tiny = cli(

@@ -66,6 +66,8 @@ def drift(
     with err_console.status("measuring drift…") as status:
         result = run_drift(settings, options, lambda m: status.update(f"{m}…"))
     outcome = result.as_dict()
+    if result.push_error:
+        err_console.print(f"[yellow]warning[/yellow]: gauges not pushed: {result.push_error}")
     if as_json:
         print_json(outcome)
     else:

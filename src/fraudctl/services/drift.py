@@ -81,6 +81,8 @@ class DriftResult:
     report: str | None = None
     report_uri: str | None = None
     run_id: str | None = None
+    pushed_to: str | None = None  # the Pushgateway the gauges went to
+    push_error: str | None = None
     measured_at: str = ""
     elapsed_s: float = 0.0
 
@@ -215,8 +217,46 @@ def run_drift(
         result.report_uri = offline.copy_file(report, f"drift-reports/{report.name}")
         result.run_id = log_to_mlflow(registry, result, report)
     result.elapsed_s = round(time.monotonic() - started, 3)
+    if settings.pushgateway_url:
+        progress("pushing the gauges")
+        push_gauges(settings.pushgateway_url, result)
     record(offline, result)
     return result
+
+
+STATUS_CODES = {"ok": 0, "drift": 1, "insufficient_data": 2}
+
+
+def push_gauges(url: str, result: DriftResult) -> None:
+    """The result as Prometheus gauges on a Pushgateway (job ``fraudctl_drift``, grouped
+    by model): ``fraudctl_drift_psi{feature}``, ``fraudctl_drift_score``,
+    ``fraudctl_drift_status`` (0 ok, 1 drift, 2 insufficient data) and the time of the
+    run.  A push that fails is reported in the result; the verdict stands."""
+    from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
+    registry = CollectorRegistry()
+    psi = Gauge("fraudctl_drift_psi", "PSI per monitored feature.", ["feature"], registry=registry)
+    for feature in result.features:
+        psi.labels(feature["feature"]).set(feature["psi"])
+    if result.drift_score is not None:
+        Gauge("fraudctl_drift_score", "Largest PSI.", registry=registry).set(result.drift_score)
+    Gauge("fraudctl_drift_status", "0 ok, 1 drift, 2 insufficient data.", registry=registry).set(
+        STATUS_CODES[result.status]
+    )
+    Gauge(
+        "fraudctl_drift_last_run_timestamp_seconds", "When drift last ran.", registry=registry
+    ).set_to_current_time()
+    try:
+        push_to_gateway(
+            url,
+            job="fraudctl_drift",
+            registry=registry,
+            grouping_key={"model": result.model["name"]},
+            timeout=5,
+        )
+        result.pushed_to = url
+    except OSError as exc:
+        result.push_error = f"Pushgateway {url}: {exc}"
 
 
 def write_report(reference: Any, current: Any, path: Path) -> None:

@@ -5,13 +5,15 @@ A service that cannot start fails the run: nothing here skips."""
 
 from __future__ import annotations
 
+import itertools
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fraudctl.cli.main import main
-from fraudctl.config import environ
+from fraudctl.config import environ, load_settings
 from fraudctl.stack.native import private_stack_env
 
 
@@ -43,3 +45,44 @@ def stack(stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[st
     for key, value in stack_env.items():
         monkeypatch.setenv(key, value)
     return stack_env
+
+
+REDIS_DBS = itertools.count(1)
+
+
+@pytest.fixture(params=["local", "stack"])
+def platform(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """A private corner of one profile: own home, topics, bucket and Redis database."""
+    monkeypatch.setenv("FRAUDCTL_HOME", str(tmp_path / "home"))
+    if request.param == "local":
+        monkeypatch.setenv("FRAUDCTL_PROFILE", "local")
+        return {"profile": "local"}
+    stack = request.getfixturevalue("stack")
+    base_url = stack["FRAUDCTL_REDIS_URL"].rsplit("/", 1)[0]
+    env = private_corner(monkeypatch, tmp_path / "home", f"{base_url}/{next(REDIS_DBS) % 16}")
+    return {"profile": "stack"} | env
+
+
+def private_corner(monkeypatch: pytest.MonkeyPatch, home: Path, redis_url: str) -> dict[str, str]:
+    """Point the settings at a stack's own topics, consumer group, bucket, home and an
+    emptied Redis database, unique to this test; return what was set."""
+    suffix = uuid.uuid4().hex[:8]
+    env = {
+        "FRAUDCTL_HOME": str(home),
+        "FRAUDCTL_TOPIC_TRANSACTIONS": f"tx-{suffix}",
+        "FRAUDCTL_TOPIC_LABELS": f"labels-{suffix}",
+        "FRAUDCTL_TOPIC_DLQ": f"dlq-{suffix}",
+        "FRAUDCTL_CONSUMER_GROUP": f"materialize-{suffix}",
+        "FRAUDCTL_S3_BUCKET": f"mat-{suffix}",
+        "FRAUDCTL_REDIS_URL": redis_url,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    from fraudctl.adapters.probes import ensure_bucket, redis_client
+
+    settings = load_settings().settings
+    ensure_bucket(settings)
+    redis_client(settings).flushdb()
+    return env

@@ -25,10 +25,10 @@ from fraudctl.config import environ, load_settings
 from fraudctl.ports import TopicPartition
 from fraudctl.stack.native import StackState, private_stack_env
 from tests.conftest import RunCli
+from tests.integration.conftest import private_corner
 from tests.integration.test_materialize import (
     assert_each_event_once_offline_and_online,
     materialize,
-    private_corner,
     produce,
 )
 

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
+import uuid
 from typing import Any
 
 import httpx
@@ -46,10 +46,11 @@ def aliases() -> dict[str, str]:
 
 
 def test_promotion_gates_their_records_and_one_winner(
-    cli: RunCli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    platform: dict[str, str], cli: RunCli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FRAUDCTL_PROFILE", "local")
-    monkeypatch.setenv("FRAUDCTL_HOME", str(tmp_path / "home"))
+    """On both profiles: in `stack` the alias lock is a Redis key, the logs live in S3
+    and the registry is the MLflow server."""
+    monkeypatch.setenv("FRAUDCTL_MODEL_NAME", f"promote-{uuid.uuid4().hex[:8]}")
     monkeypatch.setenv("FRAUDCTL_PROMOTE_CANARY_MIN_REQUESTS", "300")
     normal = to_staging(cli)
     to_production(cli)

@@ -35,7 +35,8 @@ from fraudctl.services.train import (
 )
 from fraudctl.stack.native import free_ports
 from tests.conftest import RunCli
-from tests.integration.test_materialize import REDIS_DBS, materialize, private_corner, produce
+from tests.integration.conftest import REDIS_DBS, private_corner
+from tests.integration.test_materialize import materialize, produce
 
 
 def train(cli: RunCli, *args: str) -> dict[str, Any]:

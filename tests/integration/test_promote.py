@@ -16,7 +16,7 @@ import pytest
 
 from fraudctl.stack.native import free_ports
 from tests.conftest import RunCli
-from tests.integration.test_drift import DAY, USERS, iso, window
+from tests.integration.test_drift import DAY, USERS, assert_recomputable, iso, window
 
 
 def decide(cli: RunCli, *args: str) -> tuple[int, dict[str, Any]]:
@@ -146,9 +146,31 @@ def to_production(cli: RunCli) -> None:
         assert prod["gates"][0]["measured"]["requests"] >= 300
         assert aliases()["production"] == "3"
         assert httpx.get(f"{url}/v1/canary").json()["canary_weight"] == 0
+        drift_of_served_traffic()
     finally:
         server.send_signal(2)
         server.wait(timeout=60)
+
+
+def drift_of_served_traffic() -> None:
+    """`drift` reads what the server scored from the prediction log (its default
+    source): the rows, the served score, recomputable PSI."""
+    deadline = time.monotonic() + 30  # the log is flushed every 5 s
+    while True:
+        run = subprocess.run(
+            [sys.executable, "-m", "fraudctl", "drift", "--current", "last:15m",
+             "--min-rows", "300", "--json"],
+            env=os.environ.copy(), capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert run.returncode in (0, 4), run.stderr
+        result = json.loads(run.stdout)
+        if result["current"]["rows"] >= 320 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert result["source"] == "predictions"
+    assert result["current"]["rows"] >= 320, result["current"]
+    assert result["status"] in ("ok", "drift")
+    assert_recomputable(result)
 
 
 def race(cli: RunCli, normal: list[str]) -> None:

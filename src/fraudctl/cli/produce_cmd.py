@@ -17,6 +17,7 @@ from fraudctl.cli.common import (
     console,
     err_console,
     key_values,
+    parse_duration,
     print_json,
     state_of,
 )
@@ -64,6 +65,14 @@ def produce(
             "so that the events end now."
         ),
     ] = None,
+    span: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="With --rate 0 and --count: spread the events over this much event time "
+            "(e.g. 48h), ending now or starting at --start. Default: 100 events per second.",
+        ),
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -86,9 +95,8 @@ def produce(
     3 when some were not (the summary says how many), 130 after Ctrl-C.
     """
     from fraudctl.adapters.bus import open_bus, open_producer, stream_topics
-    from fraudctl.contract import parse_utc_timestamp
     from fraudctl.generator import DriftSpec, GeneratorOptions
-    from fraudctl.services.produce import ProducePlan, default_start, produce_in_workers
+    from fraudctl.services.produce import ProducePlan, produce_in_workers
 
     if count is not None and duration is not None:
         raise UsageError("give --count or --duration, not both")
@@ -96,16 +104,7 @@ def produce(
         raise UsageError(
             "--rate 0 needs --count (events are laid out to end now) or an explicit --start"
         )
-    now = time.time()
-    if start is None:
-        first = default_start(rate, count, now)
-    else:
-        try:
-            first = parse_utc_timestamp(start).timestamp()
-        except ValueError as exc:
-            raise UsageError(f"--start {start!r} {exc}") from exc
-        if first > now + 60:
-            raise UsageError(f"--start {start} is in the future; events would break the contract")
+    first, event_rate = _event_layout(rate, count, start, span)
 
     workers = workers or (2 if rate == 0 else 1)
     if workers > users:
@@ -124,6 +123,7 @@ def produce(
         topic_transactions=settings.topic_transactions,
         topic_labels=settings.topic_labels,
         delivery_timeout_s=delivery_timeout,
+        event_rate=event_rate,
     )
     bus = open_bus(settings)
     bus.ensure_topics(stream_topics(settings), settings.topic_partitions)
@@ -167,6 +167,40 @@ def produce(
         raise typer.Exit(ExitCode.BACKEND_UNAVAILABLE)
     if summary.stopped_by == "interrupt":
         raise typer.Exit(ExitCode.INTERRUPTED)
+
+
+def _event_layout(
+    rate: float, count: int | None, start: str | None, span: str | None
+) -> tuple[float | None, float | None]:
+    """The event time of the first event and, for `--span`, the event-time rate."""
+    from fraudctl.contract import parse_utc_timestamp
+    from fraudctl.services.produce import default_start
+
+    event_rate = None
+    if span is not None:
+        if rate != 0 or count is None:
+            raise UsageError(
+                "--span lays out a --rate 0 run", hint="use it with --rate 0 and --count"
+            )
+        event_rate = count / parse_duration("--span", span)
+    now = time.time()
+    if start is None:
+        first = default_start(rate, count, now, event_rate)
+    else:
+        try:
+            first = parse_utc_timestamp(start).timestamp()
+        except ValueError as exc:
+            raise UsageError(f"--start {start!r} {exc}") from exc
+        if first > now + 60:
+            raise UsageError(f"--start {start} is in the future; events would break the contract")
+        if event_rate is not None and count is not None and first + count / event_rate > now + 60:
+            raise UsageError(
+                f"--start {start} with --span {span} ends in the future; events would break "
+                "the contract",
+                hint="start earlier, or drop --start to end the span now",
+            )
+
+    return first, event_rate
 
 
 def _summary_rows(result: dict[str, object]) -> dict[str, object]:

@@ -47,6 +47,12 @@ class ProducePlan:
     topic_transactions: str
     topic_labels: str
     delivery_timeout_s: float
+    # Event-time spacing of a `--rate 0` run, events per second (`--span`); None: NOMINAL_RATE.
+    event_rate: float | None = None
+
+    def grid_rate(self) -> float:
+        """Events per second of event time: the pace, or for `--rate 0` the layout."""
+        return self.rate if self.rate > 0 else (self.event_rate or NOMINAL_RATE)
 
 
 @dataclass
@@ -73,13 +79,16 @@ class ProduceSummary:
         return asdict(self)
 
 
-def default_start(rate: float, count: int | None, now: float) -> float | None:
+def default_start(
+    rate: float, count: int | None, now: float, event_rate: float | None = None
+) -> float | None:
     """Paced runs stamp events with the time they are due, from the moment the run
     begins (``None``: start-up time is not counted against the events); `--rate 0` runs
-    lay their events on a NOMINAL_RATE grid that ends now, so none is in the future."""
+    lay their events on a grid (NOMINAL_RATE, or ``event_rate`` from `--span`) that ends
+    now, so none is in the future."""
     if rate > 0 or count is None:
         return None
-    return now - count / NOMINAL_RATE
+    return now - count / (event_rate or NOMINAL_RATE)
 
 
 def produce(
@@ -113,7 +122,7 @@ class _Run:
         self.should_stop = should_stop
         self.on_progress = on_progress
         # The event-time grid of the whole stream; a shard takes every n-th slot of it.
-        rate = grid_rate or (plan.rate if plan.rate > 0 else NOMINAL_RATE)
+        rate = grid_rate or plan.grid_rate()
         index, count = shard
         start = plan.start if plan.start is not None else clock.wall()
         self.generator = TransactionGenerator(
@@ -276,7 +285,7 @@ def produce_in_workers(
         return produce(
             open_producer(), options, plan, should_stop=should_stop, on_progress=on_progress
         )
-    grid_rate = plan.rate if plan.rate > 0 else NOMINAL_RATE
+    grid_rate = plan.grid_rate()
     finals = run_workers(
         _worker,
         [(workers, open_producer, options, plan, grid_rate) for _ in range(workers)],

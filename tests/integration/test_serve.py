@@ -359,18 +359,16 @@ def test_a_failing_canary_is_rolled_back_by_watch(
     for key, value in served["env"].items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("FRAUDCTL_PROMOTE_CANARY_MIN_REQUESTS", "100")
+    name = served["env"]["FRAUDCTL_MODEL_NAME"]
+    production = client.get_model_version_by_alias(name, "production").version
     refused = cli("promote", "--to", "production", "--json")
     assert refused.code == 4, refused.err
     decision = refused.json()
     assert decision["outcome"] == "refused" and decision["version"] == version
+    assert decision["previous"] == production
     assert decision["gates"][0]["measured"]["error_rate"] > 0.01
     assert "error rate" in decision["reason"]
-    assert (
-        client.get_model_version_by_alias(
-            served["env"]["FRAUDCTL_MODEL_NAME"], "production"
-        ).version
-        == "1"
-    )
+    assert client.get_model_version_by_alias(name, "production").version == production
     watched = cli(
         "canary", "watch", "--auto-rollback", "--min-requests", "50", "--window", "5m",
         "--interval", "1s", "--for", "60s", "--json",

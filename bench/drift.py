@@ -76,20 +76,9 @@ def fraudctl_json(reference: Any, current: Any) -> list[dict[str, Any]]:
 
 
 def evidently_preset(reference: Any, current: Any) -> Any:
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
+    from fraudctl.services.drift import evidently_snapshot
 
-    from fraudctl.model import CATEGORIES
-    from fraudctl.services.drift import MONITORED
-
-    definition = DataDefinition(
-        numerical_columns=[c for c in MONITORED if c not in CATEGORIES],
-        categorical_columns=list(CATEGORIES),
-    )
-    return Report([DataDriftPreset(method="psi")]).run(
-        Dataset.from_pandas(current, data_definition=definition),
-        Dataset.from_pandas(reference, data_definition=definition),
-    )
+    return evidently_snapshot(reference, current)
 
 
 def timed(action: Any) -> tuple[float, Any]:

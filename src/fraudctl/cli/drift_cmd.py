@@ -99,7 +99,11 @@ def _show(outcome: dict[str, Any]) -> None:
     colour = {"ok": "green", "drift": "red"}.get(outcome["status"], "yellow")
     console.print(
         f"status: [{colour}]{outcome['status']}[/{colour}]"
-        + (f" (drift score {score:.4f}, threshold {outcome['threshold']})" if score else "")
+        + (
+            f" (drift score {score:.4f}, threshold {outcome['threshold']})"
+            if score is not None
+            else ""
+        )
         + (
             f" — fewer than {outcome['min_rows']} rows in a window"
             if outcome["status"] == "insufficient_data"

@@ -107,7 +107,7 @@ def _rows(offline: Any, source: str, start: datetime, end: datetime) -> Any:
     features = offline.read(
         "features",
         ["event_id", *[n for n in MODEL_INPUTS if n not in events.column_names]],
-        pc.field("event_timestamp") >= start,
+        (pc.field("event_timestamp") >= start) & (pc.field("event_timestamp") <= end),
     )
     joined = events.join(features, "event_id", join_type="inner")
     return joined.select(list(MODEL_INPUTS)).to_pandas() if joined.num_rows else None
@@ -259,8 +259,8 @@ def push_gauges(url: str, result: DriftResult) -> None:
         result.push_error = f"Pushgateway {url}: {exc}"
 
 
-def write_report(reference: Any, current: Any, path: Path) -> None:
-    """Evidently's data drift preset over the monitored columns, as one HTML file."""
+def evidently_snapshot(reference: Any, current: Any) -> Any:
+    """Evidently's data drift preset (PSI) over the monitored columns."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
@@ -268,10 +268,15 @@ def write_report(reference: Any, current: Any, path: Path) -> None:
         numerical_columns=[c for c in MONITORED if c not in CATEGORIES],
         categorical_columns=list(CATEGORIES),
     )
-    snapshot = Report([DataDriftPreset(method="psi")]).run(
+    return Report([DataDriftPreset(method="psi")]).run(
         Dataset.from_pandas(current[list(MONITORED)], data_definition=definition),
         Dataset.from_pandas(reference[list(MONITORED)], data_definition=definition),
     )
+
+
+def write_report(reference: Any, current: Any, path: Path) -> None:
+    """The Evidently snapshot as one HTML file."""
+    snapshot = evidently_snapshot(reference, current)
     path.parent.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(path))
 

@@ -7,7 +7,7 @@ FRAUDCTL := $(BIN)/fraudctl
 STAMP := $(VENV)/.installed
 DEMO_HOME ?= .fraudctl/demo
 
-.PHONY: help install system-deps demo test test-unit lint format services services-down clean lock
+.PHONY: help install system-deps demo test test-unit lint format services services-down clean lock dashboards
 
 help:
 	@echo "make demo          run what exists of the loop on the embedded default, then the native stack"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint          ruff + mypy --strict"
 	@echo "make services      start the native stack (fraudctl stack up --native)"
 	@echo "make services-down stop it"
+	@echo "make dashboards    regenerate the Grafana dashboards from scripts/dashboards.py"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,13 +25,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) system-deps
 
-# Debian packages the native stack and its tests need (redis-server, the Prometheus
-# Pushgateway); installed only when missing.
+# Debian packages the native stack and its tests need (redis-server; Prometheus with
+# promtool and the Pushgateway, for the dashboard/alert tests); installed only when missing.
 system-deps:
-	@command -v redis-server >/dev/null && command -v prometheus-pushgateway >/dev/null || { \
-	  echo "installing redis-server and prometheus-pushgateway (Debian)"; \
+	@command -v redis-server >/dev/null && command -v prometheus-pushgateway >/dev/null \
+	  && command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  echo "installing redis-server, prometheus and prometheus-pushgateway (Debian)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    redis-server prometheus-pushgateway; }
+	    redis-server prometheus prometheus-pushgateway; }
 
 .env: | .env.example $(STAMP)
 	$(FRAUDCTL) config init
@@ -45,19 +47,23 @@ test-unit: install
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench noxfile.py
-	$(BIN)/ruff format --check src tests bench noxfile.py
+	$(BIN)/ruff check src tests bench scripts noxfile.py
+	$(BIN)/ruff format --check src tests bench scripts noxfile.py
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests bench noxfile.py
-	$(BIN)/ruff check --fix src tests bench noxfile.py
+	$(BIN)/ruff format src tests bench scripts noxfile.py
+	$(BIN)/ruff check --fix src tests bench scripts noxfile.py
 
 services: install .env
 	$(FRAUDCTL) --profile stack stack up --native
 
 services-down: $(STAMP)
 	$(FRAUDCTL) --profile stack stack down --native
+
+# Regenerate the provisioned Grafana dashboards (compose/grafana/dashboards/*.json).
+dashboards: $(STAMP)
+	$(BIN)/python scripts/dashboards.py
 
 clean:
 	rm -rf .fraudctl .pytest_cache .mypy_cache .ruff_cache

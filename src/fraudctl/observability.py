@@ -144,8 +144,21 @@ class ServeMetrics:
             buckets=DELTA_BUCKETS,
             registry=r,
         )
-        self.shadow_errors = Counter(
-            "fraudctl_shadow_errors", "Shadow scorings that failed.", registry=r
+        self.model_errors = Counter(
+            "fraudctl_model_errors",
+            "Rows a variant's model failed to score (a canary's are then served by the "
+            "baseline; a shadow's are only counted).",
+            ["variant"],
+            registry=r,
+        )
+        self.responses = Counter(
+            "fraudctl_http_responses",
+            "Responses of the scoring routes, by route and HTTP status code.",
+            ["handler", "code"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "fraudctl_ready", "1 when /ready would answer 200, read at scrape time.", registry=r
         )
         self.canary_weight = Gauge(
             "fraudctl_canary_weight_percent", "Share of users sent to the canary.", registry=r
@@ -179,6 +192,11 @@ class ServeMetrics:
             registry=r,
         )
         self._version_labels: list[tuple[str, str, str]] = []
+        # Every variant's series exists from the start, so ratios and alerts over them
+        # are defined (0) before the first error rather than absent.
+        for variant in ("baseline", "canary", "shadow"):
+            self.model_errors.labels(variant=variant)
+            self.model.labels(variant=variant)
 
     def observe(
         self, variant: str, version: str, score: float, total_s: float, fetch_s: float,
@@ -189,6 +207,12 @@ class ServeMetrics:
         self.fetch.labels(variant=variant).observe(fetch_s)
         self.model.labels(variant=variant).observe(model_s)
         self.scores.labels(variant=variant).observe(score)
+
+    def shadow_model_time(self, seconds: float, rows: int) -> None:
+        """The shadow scores a whole response batch at once: each row saw that time."""
+        child = self.model.labels(variant="shadow")
+        for _ in range(rows):
+            child.observe(seconds)
 
     def shadow(self, agree: bool, delta: float) -> None:
         self.shadow_agreement.labels(agree=str(agree).lower()).inc()

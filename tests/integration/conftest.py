@@ -5,16 +5,20 @@ A service that cannot start fails the run: nothing here skips."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from fraudctl.cli.main import main
 from fraudctl.config import environ, load_settings
-from fraudctl.stack.native import private_stack_env
+from fraudctl.stack.native import free_ports, private_stack_env
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -86,3 +90,38 @@ def private_corner(monkeypatch: pytest.MonkeyPatch, home: Path, redis_url: str) 
     ensure_bucket(settings)
     redis_client(settings).flushdb()
     return env
+
+
+@contextlib.contextmanager
+def loopback_daemon(command: list[str], ready_url: str, log: Path) -> Iterator[None]:
+    """Run a server (a Debian package's binary) until the block ends; wait until
+    ``ready_url`` answers 200. One that exits or never gets ready fails the test."""
+    with log.open("w") as log_file:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log_file)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(ready_url, timeout=1).status_code == 200:
+                    break
+            assert process.poll() is None, f"{command[0]} exited: {log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"{command[0]} did not get ready: {log}"
+            time.sleep(0.2)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus Pushgateway (Debian's package) on a free loopback port."""
+    port = free_ports(("pushgateway",))["pushgateway"]
+    url = f"http://127.0.0.1:{port}"
+    command = ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"]
+    with loopback_daemon(command, f"{url}/-/ready", tmp_path / "pushgateway.log"):
+        yield url

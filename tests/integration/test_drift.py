@@ -5,9 +5,7 @@ drifted stream found, tiny windows never passing."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,6 @@ import httpx
 import pytest
 
 from fraudctl.drift import psi_from_counts
-from fraudctl.stack.native import free_ports
 from tests.conftest import RunCli
 
 DAY = 86_400
@@ -29,33 +26,6 @@ def iso(ts: float) -> str:
 
 def window(start: float, seconds: float = 100) -> str:
     return f"{iso(start)}/{iso(start + seconds)}"
-
-
-@pytest.fixture
-def pushgateway(tmp_path: Path) -> Iterator[str]:
-    """A real Prometheus Pushgateway (Debian's package) on a free loopback port."""
-    port = free_ports(("mlflow",))["mlflow"]
-    process = subprocess.Popen(
-        ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "pushgateway.log").open("w"),
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, (tmp_path / "pushgateway.log").read_text()
-            assert time.monotonic() < deadline, "the Pushgateway did not start"
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def gauges(url: str) -> dict[str, float]:

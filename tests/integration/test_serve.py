@@ -19,14 +19,17 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from fraudctl.cli.main import main
 from fraudctl.config import environ, load_settings
 from fraudctl.generator import ulid_from
+from fraudctl.serving.scorer import LOG_FLUSH_S
 from fraudctl.stack.native import free_ports, private_stack_env
 
 USERS = 10_000
@@ -205,6 +208,87 @@ def pa_is_in(column: Any, values: list[str]) -> Any:
     import pyarrow.compute as pc
 
     return pc.is_in(column, value_set=pa.array(values))
+
+
+def test_every_dashboard_panel_and_alert_has_data_in_a_real_prometheus(
+    served: dict[str, Any], pushgateway: str, tmp_path: Path
+) -> None:
+    """compose/'s Prometheus config, with its targets swapped for live ones: this server
+    (canary 20 % + shadow), `materialize --follow` and a Pushgateway that a real drift run
+    pushed to. Every panel expression and every alert measure must return data."""
+    from tests.integration.conftest import loopback_daemon
+    from tests.promql import PROMETHEUS_CONFIG, RULES, alert_measure, alert_rules, panel_queries
+
+    ports = free_ports(("prometheus", "materialize"))
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "fraudctl", "materialize", "--follow", "--flush-interval", "1",
+         "--metrics-port", str(ports["materialize"])],
+        env=served["full_env"], stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "materialize.log").open("w"),
+    )  # fmt: skip
+    live = {
+        "fraudctl-serve": served["url"].removeprefix("http://"),
+        "fraudctl-materialize": f"127.0.0.1:{ports['materialize']}",
+        "pushgateway": pushgateway.removeprefix("http://"),
+        "prometheus": f"127.0.0.1:{ports['prometheus']}",
+    }
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    assert {job["job_name"] for job in config["scrape_configs"]} == set(live)
+    config["global"] |= {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(RULES)]
+    for job in config["scrape_configs"]:
+        job["static_configs"] = [{"targets": [live[job["job_name"]]]}]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    prometheus = f"http://{live['prometheus']}"
+    command = [
+        "prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address={live['prometheus']}",
+    ]  # fmt: skip
+    try:
+        with loopback_daemon(command, f"{prometheus}/-/ready", tmp_path / "prometheus.log"):
+            # Traffic: batches (canary + shadow) and single requests, new events on the bus
+            # for the materializer, and a drift run over the prediction log.
+            score_batch(served["url"], [event(random.randrange(USERS)) for _ in range(2000)])
+            for user in range(20):
+                assert httpx.post(f"{served['url']}/v1/score", json=event(user)).status_code == 200
+            with environ(served["env"]):
+                assert main(["produce", "--rate", "0", "--count", "500", "--label-delay", "0"]) == 0
+            time.sleep(LOG_FLUSH_S + 1)  # the requests above reach the prediction log
+            with environ(served["env"] | {"FRAUDCTL_PUSHGATEWAY_URL": pushgateway}):
+                assert main(["drift", "--current", "last:1h"]) in (0, 4)
+
+            queries = panel_queries() + [
+                (f"alert {rule['alert']}", alert_measure(rule["expr"])) for rule in alert_rules()
+            ]
+            deadline = time.monotonic() + 60
+            while True:
+                empty = [name for name, expr in queries if not instant(prometheus, expr)]
+                if not empty or time.monotonic() > deadline:
+                    break
+                time.sleep(2)
+            assert not empty, f"no data for: {empty}"
+            rules = httpx.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"]
+            evaluated = {r["name"]: r for group in rules for r in group["rules"]}
+            assert set(evaluated) == {rule["alert"] for rule in alert_rules()}
+            assert all(r["health"] == "ok" for r in evaluated.values()), evaluated
+            # The values are live ones, not placeholders: the split and the PSI are real.
+            canary = instant(
+                prometheus,
+                'sum(fraudctl_requests_total{variant="canary"}) / sum(fraudctl_requests_total)',
+            )
+            assert 0.15 < float(canary[0]["value"][1]) < 0.25
+            psi = instant(prometheus, "fraudctl_drift_psi")
+            assert {s["metric"]["feature"] for s in psi} >= {"transaction_amount", "score"}
+    finally:
+        follow.send_signal(2)
+        follow.wait(timeout=60)
+
+
+def instant(prometheus: str, expr: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10)
+    assert response.status_code == 200, (expr, response.text)
+    result: list[dict[str, Any]] = response.json()["data"]["result"]
+    return result
 
 
 def test_endpoints_bad_input_and_trace_ids(served: dict[str, Any]) -> None:

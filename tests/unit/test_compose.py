@@ -1,4 +1,5 @@
-"""compose/docker-compose.yml is checked by structure (no Docker engine here)."""
+"""compose/ is checked by structure (no Docker engine here): images, health checks, only
+.env-sourced secrets, named volumes, existing bind mounts, loopback ports."""
 
 from __future__ import annotations
 
@@ -8,33 +9,83 @@ from typing import Any
 
 import yaml
 
+from fraudctl.cli.config_cmd import GENERATED_SECRETS
 from fraudctl.config import STACK_PORTS
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = yaml.safe_load((ROOT / "compose" / "docker-compose.yml").read_text())
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|ROOT_USER", re.I)
-ENV_REFERENCE = re.compile(r"^\$\{FRAUDCTL_[A-Z0-9_]+(:\?[^}]*)?\}$")
+COMPOSE_DIR = ROOT / "compose"
+COMPOSE = yaml.safe_load((COMPOSE_DIR / "docker-compose.yml").read_text())
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|ROOT_USER|TOKEN|API_KEY", re.I)
+ENV_REFERENCE = re.compile(r"^\$\{([A-Z][A-Z0-9_]+)(:\?[^}]*)?\}$")
+OBSERVABILITY_PORTS = {"prometheus": 9090, "pushgateway": 9091, "grafana": 3000,
+                       "otel-collector": 4318, "jaeger": 16686}  # fmt: skip
+PLATFORM = {"redpanda", "redis", "minio", "postgres", "mlflow", *OBSERVABILITY_PORTS}
 
 
 def services() -> dict[str, Any]:
     return dict(COMPOSE["services"])
 
 
+def test_the_whole_platform_is_there() -> None:
+    assert set(services()) >= PLATFORM
+
+
 def test_every_service_has_an_image_and_long_running_ones_a_healthcheck() -> None:
+    one_shot = set()
     for name, service in services().items():
         assert "image" in service, name
-        if service.get("restart") != "no":
+        if service.get("restart") == "no":
+            one_shot.add(name)
+        else:
             assert "healthcheck" in service, name
+            assert service["healthcheck"]["test"], name
+    # A one-shot job (topics, buckets) is awaited by what needs it, never left to chance.
+    awaited = {
+        dependency
+        for service in services().values()
+        for dependency, condition in (service.get("depends_on") or {}).items()
+        if condition["condition"] == "service_completed_successfully"
+    }
+    assert one_shot <= awaited | {"redpanda-topics"}, one_shot - awaited
 
 
-def test_secrets_come_only_from_env_references() -> None:
+def test_secrets_come_only_from_env_references_that_config_init_generates() -> None:
     for name, service in services().items():
         for key, value in (service.get("environment") or {}).items():
-            if SECRET_NAME.search(key):
-                assert ENV_REFERENCE.match(str(value)), (name, key, value)
+            if SECRET_NAME.search(key) and key != "GF_SECURITY_ADMIN_USER":
+                match = ENV_REFERENCE.match(str(value))
+                assert match, (name, key, value)
+                assert match.group(1) in GENERATED_SECRETS, (name, key)
 
 
-def test_stack_profile_ports_are_published_on_loopback() -> None:
+def test_no_credential_literal_in_any_compose_or_config_file() -> None:
+    for path in sorted(COMPOSE_DIR.rglob("*")):
+        if path.suffix not in {".yml", ".yaml", ".json"} or not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            key, _, value = line.strip().partition(":")
+            if SECRET_NAME.search(key) and value.strip():
+                assert ENV_REFERENCE.match(value.strip()), (path.name, line)
+        assert not re.search(r"://[^/\s:$]+:[^@\s$]+@", path.read_text()), path.name
+
+
+def test_volumes_are_named_and_bind_mounts_exist() -> None:
+    declared = set(COMPOSE["volumes"])
+    used = set()
+    for name, service in services().items():
+        for mount in service.get("volumes", []):
+            source = mount.split(":")[0]
+            if source.startswith("."):
+                assert (COMPOSE_DIR / source).exists(), (name, mount)
+            else:
+                assert source in declared, (name, mount)
+                used.add(source)
+        if "build" in service:
+            assert (COMPOSE_DIR / service["build"] / "Dockerfile").is_file(), name
+    assert used == declared
+
+
+def test_ports_are_published_on_loopback_for_the_stack_profile_and_the_uis() -> None:
     published = {}
     for name, service in services().items():
         for mapping in service.get("ports", []):
@@ -43,11 +94,19 @@ def test_stack_profile_ports_are_published_on_loopback() -> None:
             published[int(port)] = name
     for part, port in STACK_PORTS.items():
         assert port in published, (part, port)
+    for name, port in OBSERVABILITY_PORTS.items():
+        assert published.get(port) == name, (name, port)
 
 
 def test_env_example_lists_every_variable_compose_uses() -> None:
-    text = (ROOT / "compose" / "docker-compose.yml").read_text()
-    used = set(re.findall(r"\$\{(FRAUDCTL_[A-Z0-9_]+)", text))
+    text = (COMPOSE_DIR / "docker-compose.yml").read_text()
+    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]+)", text))
     example = (ROOT / ".env.example").read_text()
-    assert used
-    assert all(f"\n{name}=" in example for name in used), used
+    assert {"FRAUDCTL_REDIS_PASSWORD", "MLFLOW_DB_PASSWORD", "GRAFANA_ADMIN_PASSWORD"} <= used
+    for name in used:
+        assert f"\n{name}=" in example, name
+        # each variable sits under a comment (one comment may explain a pair of them)
+        above = [line for line in example.split(f"\n{name}=")[0].splitlines() if line]
+        while above and re.match(r"^[A-Z][A-Z0-9_]*=", above[-1]):
+            above.pop()
+        assert above and above[-1].startswith("#"), name

@@ -15,7 +15,13 @@ from fraudctl.errors import UsageError
 app = typer.Typer(help="Inspect and initialise configuration.", no_args_is_help=True)
 
 # Secrets `config init` generates; the rest of .env.example is copied as written.
-GENERATED_SECRETS = ("FRAUDCTL_S3_ACCESS_KEY", "FRAUDCTL_S3_SECRET_KEY", "FRAUDCTL_REDIS_PASSWORD")
+GENERATED_SECRETS = (
+    "FRAUDCTL_S3_ACCESS_KEY",
+    "FRAUDCTL_S3_SECRET_KEY",
+    "FRAUDCTL_REDIS_PASSWORD",
+    "MLFLOW_DB_PASSWORD",  # compose only: MLflow's PostgreSQL backend store
+    "GRAFANA_ADMIN_PASSWORD",  # compose only
+)
 
 
 @app.command("show")

@@ -87,6 +87,25 @@ app = FastAPI(
 )
 
 
+SCORING_ROUTES = ("/v1/score", "/v1/score/batch")
+
+
+@app.middleware("http")
+async def count_responses(request: Request, call_next: Any) -> Any:
+    """Every response of a scoring route by status code: the SLO's error rate."""
+    path = request.url.path
+    if path not in SCORING_ROUTES:
+        return await call_next(request)
+    counter = _scorer().metrics.responses
+    try:
+        response = await call_next(request)
+    except Exception:
+        counter.labels(handler=path, code="500").inc()
+        raise
+    counter.labels(handler=path, code=str(response.status_code)).inc()
+    return response
+
+
 def _refuse_label(transactions: list[Transaction]) -> JSONResponse | None:
     for index, t in enumerate(transactions):
         if t.label is not None:
@@ -170,7 +189,9 @@ def ready() -> Any:
 
 @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
 def metrics() -> Response:
-    body, content_type = _scorer().metrics.render()
+    scorer = _scorer()
+    scorer.metrics.ready.set(1 if scorer.ready()[0] else 0)
+    body, content_type = scorer.metrics.render()
     return Response(body, media_type=content_type)
 
 

@@ -280,6 +280,7 @@ class Scorer:
                     raise
                 log.warning("canary %s failed (%s); served by baseline", model.version, exc)
                 self._count(name, requests=len(indexes), errors=len(indexes))
+                self.metrics.model_errors.labels(variant=name).inc(len(indexes))
                 found, model = variants.baseline.score_rows(chosen), variants.baseline
                 for i in indexes:
                     assigned[i], fell_back[i] = "baseline", True
@@ -324,11 +325,14 @@ class Scorer:
         shadow = self.variants.shadow if self.shadow_on else None
         shadow_scores: list[float | None] = [None] * len(responses)
         if shadow is not None:
+            started = time.perf_counter()
             try:
                 shadow_scores = list(shadow.score_rows(rows))
             except Exception as exc:
-                self.metrics.shadow_errors.inc()
+                self.metrics.model_errors.labels(variant="shadow").inc(len(rows))
                 log.warning("shadow %s failed: %s", shadow.version, exc)
+            else:
+                self.metrics.shadow_model_time(time.perf_counter() - started, len(rows))
             for response, shadow_score in zip(responses, shadow_scores, strict=True):
                 if shadow_score is None:
                     continue

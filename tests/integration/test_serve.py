@@ -284,6 +284,73 @@ def test_every_dashboard_panel_and_alert_has_data_in_a_real_prometheus(
         follow.wait(timeout=60)
 
 
+def test_no_secret_reaches_a_log_an_artifact_the_registry_or_the_prediction_log(
+    served: dict[str, Any], stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """After produce → materialize → train (twice) → serve with canary and shadow → drift:
+    the S3 keys and Redis passwords appear in no file of the stack's or the server's home
+    and Ray's logs (but the two 0600 files the servers read them from), in no MLflow
+    param, tag, metric name or artifact, in no prediction-log row, and in no output of
+    `config show`, `doctor` or the server's endpoints."""
+    score_batch(served["url"], [event(random.randrange(USERS)) for _ in range(200)])
+    names = ("FRAUDCTL_S3_ACCESS_KEY", "FRAUDCTL_S3_SECRET_KEY", "FRAUDCTL_REDIS_PASSWORD")
+    secrets = {served["env"][n] for n in names} | {stack_env["FRAUDCTL_REDIS_PASSWORD"]}
+    assert len(secrets) == 4 and all(len(s) >= 16 for s in secrets)
+    credential_files = {"redis.conf", "identities.json"}  # what the servers authenticate with
+    texts: dict[str, bytes] = {}
+    roots = [Path(stack_env["FRAUDCTL_HOME"]), Path(served["env"]["FRAUDCTL_HOME"])]
+    roots += sorted(Path("/tmp/ray").glob("session_*/logs"))
+    for root in roots:
+        for path in root.rglob("*"):
+            if not path.is_file() or path.is_symlink():
+                continue
+            if path.name in credential_files:
+                assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+                continue
+            texts[str(path)] = path.read_bytes()
+    assert any(name.endswith(".log") for name in texts), "no log files found to check"
+
+    client = served["client"]
+    for experiment in client.search_experiments():
+        for run in client.search_runs([experiment.experiment_id]):
+            texts[f"run {run.info.run_id}"] = json.dumps(
+                [run.data.params, run.data.tags, sorted(run.data.metrics)]
+            ).encode()
+            folder = tmp_path / run.info.run_id
+            client.download_artifacts(run.info.run_id, "", str(folder))
+            for path in folder.rglob("*"):
+                if path.is_file():
+                    texts[f"artifact {path}"] = path.read_bytes()
+    for version in client.search_model_versions(f"name='{served['env']['FRAUDCTL_MODEL_NAME']}'"):
+        texts[f"version {version.version}"] = json.dumps(version.tags).encode()
+
+    from fraudctl.adapters.offline import open_offline
+
+    deadline = time.monotonic() + 30
+    with environ(served["env"]):
+        while not (logged := open_offline(load_settings().settings).read("predictions")).num_rows:
+            assert time.monotonic() < deadline, "prediction log not written in 30 s"
+            time.sleep(1)
+    texts["prediction log"] = json.dumps(logged.to_pylist(), default=str).encode()
+    for path in ("/metrics", "/v1/models", "/v1/canary", "/ready"):
+        texts[path] = httpx.get(served["url"] + path).content
+    for args in (["config", "show", "--json"], ["doctor", "--json"], ["config", "show"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "fraudctl", *args],
+            env=served["full_env"], capture_output=True, check=False,
+        )  # fmt: skip
+        texts[" ".join(args)] = done.stdout + done.stderr
+        assert done.stdout, args
+
+    leaks = sorted(
+        (where, secret[:4] + "…")
+        for where, text in texts.items()
+        for secret in secrets
+        if secret.encode() in text
+    )
+    assert not leaks, leaks
+
+
 def instant(prometheus: str, expr: str) -> list[dict[str, Any]]:
     response = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10)
     assert response.status_code == 200, (expr, response.text)

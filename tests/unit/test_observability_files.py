@@ -5,6 +5,7 @@ provisioned datasource. (tests/integration/test_serve.py proves each query has d
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -90,3 +91,21 @@ def test_promtool_rule_unit_tests_cover_firing_and_quiet_for_every_alert() -> No
     assert fired == names
     assert quiet == names
     assert "SUCCESS" in run_promtool("test", "rules", "rules.test.yml", cwd=COMPOSE / "prometheus")
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading."""
+    return re.sub(r"[^a-z0-9 -]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_runbook_link_has_its_section() -> None:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    anchors = {anchor(line[3:]) for line in text.splitlines() if line.startswith("## ")}
+    for rule in alert_rules():
+        path, _, fragment = rule["annotations"]["runbook"].partition("#")
+        assert path == "docs/operations.md" and fragment in anchors, rule["alert"]
+    for link in re.findall(r"\]\(#([a-z0-9-]+)\)", text):
+        assert link in anchors, link
+    for needed in ("canary-rollback", "drift-alert", "freshness-breach", "redis-loss-backfill",
+                   "broker-outage", "promotion-refused"):  # fmt: skip
+        assert needed in anchors, needed

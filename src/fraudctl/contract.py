@@ -163,10 +163,12 @@ class Transaction(BaseModel):
         str, Field(strict=True, pattern=USER_ID_PATTERN, description="Pseudonymized user id.")
     ]
     transaction_amount: Amount
-    country: Country
-    device: Device
+    country: Annotated[Country, Field(description="Country where the card was used.")]
+    device: Annotated[Device, Field(description="Device the transaction came from.")]
     event_ts: EventTimestamp
-    label: LabelValue = None
+    label: Annotated[
+        LabelValue, Field(description="True label: absent or null in the live stream.")
+    ] = None
 
     def to_json_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -178,9 +180,11 @@ class LabelRecord(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, title="Label")
 
     event_id: EventId
-    label: Annotated[Literal[0, 1], BeforeValidator(_label)]
+    label: Annotated[
+        Literal[0, 1], BeforeValidator(_label), Field(description="1 fraud, 0 legitimate.")
+    ]
     event_ts: UtcTimestamp
-    label_ts: UtcTimestamp
+    label_ts: Annotated[UtcTimestamp, Field(description="When the label became known.")]
 
 
 def json_schema() -> dict[str, Any]:

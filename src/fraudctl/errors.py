@@ -30,10 +30,14 @@ class FraudctlError(Exception):
 
     exit_code: ExitCode = ExitCode.BUG
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, details: dict[str, object] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # With --json, printed beside the error (e.g. what a long command did before it).
+        self.details = details
 
     def __str__(self) -> str:
         return f"{self.message} — {self.hint}" if self.hint else self.message

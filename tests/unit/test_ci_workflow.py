@@ -42,5 +42,5 @@ def test_the_workflow_runs_lint_and_make_test_like_ci_run() -> None:
     assert "make lint" in ci_run and "make test" in ci_run
     packages = next(run for run in runs if "apt-get install" in run)
     makefile = (ROOT / "Makefile").read_text()
-    for package in ("redis-server", "prometheus", "prometheus-pushgateway"):
+    for package in ("redis-server", "prometheus", "prometheus-pushgateway", "graphviz"):
         assert package in packages and package in makefile, package

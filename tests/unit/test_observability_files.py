@@ -4,26 +4,23 @@ provisioned datasource. (tests/integration/test_serve.py proves each query has d
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from tests.promql import COMPOSE, DASHBOARDS, alert_measure, alert_rules, dashboards, panel_queries
+from tests.scripts import load_script
 
 ROOT = COMPOSE.parent
 PROMTOOL = shutil.which("promtool")
 
 
-def load_generator() -> object:
-    spec = importlib.util.spec_from_file_location("dashboards", ROOT / "scripts" / "dashboards.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_generator() -> Any:
+    return load_script("scripts/dashboards.py")
 
 
 def test_dashboards_are_current_with_their_generator() -> None:

@@ -93,8 +93,17 @@ class OnlineState:
         """Feast's point-in-time join: for each row of ``entity`` (a pandas frame with the
         view's join key and ``event_timestamp``), the newest values of ``view`` at or
         before that time.  The entity's other columns are kept; the result is pandas."""
+        import dask
+
         try:
-            with self._s3_credentials(), warnings.catch_warnings():
+            # Dask's synchronous scheduler: Feast's file store runs thousands of tiny tasks
+            # (a shuffle per Parquet file), and on a small machine the thread pool only
+            # adds locking (measured 22 s → 16 s for 21,666 rows over 108 files, 2 cores).
+            with (
+                self._s3_credentials(),
+                warnings.catch_warnings(),
+                dask.config.set(scheduler="synchronous"),
+            ):
                 warnings.filterwarnings("ignore", message="Discarding nonzero nanoseconds")
                 warnings.simplefilter("ignore", FutureWarning)  # Dask's pandas use, not ours
                 job = self.store.get_historical_features(

@@ -13,6 +13,7 @@ from fraudctl import __version__
 from fraudctl.cli import (
     config_cmd,
     contract_cmd,
+    demo_cmd,
     doctor_cmd,
     drift_cmd,
     materialize_cmd,
@@ -94,6 +95,7 @@ app.add_typer(serve_cmd.canary_app, name="canary")
 features_app = typer.Typer(help="Inspect features.", no_args_is_help=True)
 features_app.command("get")(materialize_cmd.features_get)
 app.add_typer(features_app, name="features")
+app.command("demo")(demo_cmd.demo)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     except FraudctlError as exc:
         if debug:
             err_console.print_exception()
-        _report(exc.exit_code, exc.message, exc.hint, as_json="--json" in args)
+        _report(exc.exit_code, exc.message, exc.hint, as_json="--json" in args, details=exc.details)
         return exc.exit_code
     except typer.Exit as exc:
         return int(exc.exit_code)
@@ -135,12 +137,20 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.BUG
 
 
-def _report(code: ExitCode, message: str, hint: str | None, *, as_json: bool) -> None:
+def _report(
+    code: ExitCode,
+    message: str,
+    hint: str | None,
+    *,
+    as_json: bool,
+    details: dict[str, object] | None = None,
+) -> None:
     err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     if hint:
         err_console.print(f"[dim]hint:[/dim] {escape(hint)}", soft_wrap=True)
     if as_json:
-        print_json({"error": {"message": message, "hint": hint, "exit_code": int(code)}})
+        error = {"message": message, "hint": hint, "exit_code": int(code)}
+        print_json({"error": error, **(details or {})})
 
 
 def run() -> None:

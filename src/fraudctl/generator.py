@@ -162,6 +162,9 @@ class GeneratorOptions:
     fraud_rate: float = 0.02
     seed: int = 0
     drift: DriftSpec = field(default_factory=DriftSpec)
+    # The users (homes, devices, spend, activity) from their own seed: new traffic of the
+    # same people. None: drawn from ``seed``, before the events (the original stream).
+    population_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.users < 1:
@@ -188,6 +191,9 @@ class TransactionGenerator:
         self.start = start
         self.interval = 1.0 / rate
         self.rng = random.Random(options.seed)
+        people = self.rng
+        if options.population_seed is not None:
+            people = random.Random(options.population_seed)
         self._random = self.rng.random
         self.index = 0
         self._pending: list[tuple[float, int, _Step]] = []  # heap by due time
@@ -196,9 +202,9 @@ class TransactionGenerator:
         # Mean steps per pattern: takeover 1 + 2..5 (mean 4.5), card testing 4..11 (mean 7.5).
         mean_steps = TAKEOVER_SHARE * 4.5 + (1 - TAKEOVER_SHARE) * 7.5
         self._pattern_start = fraud_rate / mean_steps
-        self.users = self._population()
+        self.users = self._population(people)
         # A few users are much more active than the rest.
-        self._weights = [self.rng.paretovariate(1.5) for _ in range(options.users)]
+        self._weights = [people.paretovariate(1.5) for _ in range(options.users)]
         self._cum_weights = list(_accumulate(self._weights))
         self._total_weight = self._cum_weights[-1]
         self._user_ids = [f"user-{i}" for i in range(options.users)]
@@ -230,8 +236,7 @@ class TransactionGenerator:
         self._pending = [item for item in self._pending if item[0] >= self.start]
         heapq.heapify(self._pending)
 
-    def _population(self) -> list[User]:
-        rng = self.rng
+    def _population(self, rng: random.Random) -> list[User]:
         return [
             User(
                 home=rng.choices(COUNTRIES, COUNTRY_WEIGHTS)[0],

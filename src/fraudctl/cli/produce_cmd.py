@@ -44,6 +44,13 @@ def produce(
         float | None, typer.Option(min=0.001, help="Stop after SECONDS (else run until Ctrl-C).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Same seed and options, same events.")] = 0,
+    population_seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed of the users (homes, devices, spend, activity); default --seed. "
+            "Another --seed with the same population is new traffic of the same users."
+        ),
+    ] = None,
     users: Annotated[int, typer.Option(min=1, help="Size of the user population.")] = 10_000,
     fraud_rate: Annotated[
         float, typer.Option(min=0, max=0.5, help="Share of fraud events.")
@@ -111,8 +118,9 @@ def produce(
         raise UsageError(f"--workers {workers} is more than --users {users}")
     settings = state_of(ctx).settings
     options = GeneratorOptions(
-        users=users, fraud_rate=fraud_rate, seed=seed, drift=DriftSpec.parse(drift)
-    )
+        users=users, fraud_rate=fraud_rate, seed=seed, drift=DriftSpec.parse(drift),
+        population_seed=population_seed,
+    )  # fmt: skip
     plan = ProducePlan(
         rate=rate,
         count=count,

@@ -11,9 +11,9 @@ Event time is laid out so one run shows every stage without waiting (``T`` = sta
   before them), so every model trains, and drift compares, from ``T-40h`` on;
 - model A trained on ``[T-40h, T-16h)``, checked for drift against ``[T-16h, T-4h)``;
   model B on ``[T-40h, T-4h)``;
-- the drifted stream: ``--drift amount=1.8`` over ``[T-4h, T-5min)`` at the history's
-  density (``--count / 12`` events) and from the same users (same seed), so only the
-  drifted distribution differs; model C is
+- the drifted stream: ``--drift amount=2.5`` over ``[T-4h, T-5min)`` at the history's
+  density (``--count / 12`` events), new traffic (``--seed 2``) of the same users
+  (``--population-seed 1``), so only the drifted distribution differs; model C is
   trained on everything and refused by the drift gate.
 """
 
@@ -37,7 +37,7 @@ from fraudctl.errors import ExitCode, FraudctlError
 HOUR = 3600.0
 CANARY_PERCENT = 10.0
 TRAFFIC_ROWS = 3000
-DRIFT_SPEC = "amount=1.8"
+DRIFT_SPEC = "amount=2.5"
 
 
 class DemoStepFailed(FraudctlError):
@@ -255,8 +255,8 @@ class Demo:
         self.step(
             "produce-drifted", f"produce a drifted stream ({DRIFT_SPEC})",
             ["produce", "--rate", "0", "--count", str(n // 12), "--span", "235m",
-             "--start", iso(p.now - 4 * HOUR), "--label-delay", "60", "--seed", "1",
-             "--drift", DRIFT_SPEC],
+             "--start", iso(p.now - 4 * HOUR), "--label-delay", "60", "--seed", "2",
+             "--population-seed", "1", "--drift", DRIFT_SPEC],
             "see `fraudctl produce --help`",
         )  # fmt: skip
         self.step(

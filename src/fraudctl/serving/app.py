@@ -90,20 +90,33 @@ app = FastAPI(
 SCORING_ROUTES = ("/v1/score", "/v1/score/batch")
 
 
-@app.middleware("http")
-async def count_responses(request: Request, call_next: Any) -> Any:
-    """Every response of a scoring route by status code: the SLO's error rate."""
-    path = request.url.path
-    if path not in SCORING_ROUTES:
-        return await call_next(request)
-    counter = _scorer().metrics.responses
-    try:
-        response = await call_next(request)
-    except Exception:
-        counter.labels(handler=path, code="500").inc()
-        raise
-    counter.labels(handler=path, code=str(response.status_code)).inc()
-    return response
+class CountResponses:
+    """Every response of a scoring route by status code: the SLO's error rate. A pure ASGI
+    middleware (Starlette's ``@app.middleware("http")`` wraps each request in extra tasks
+    and streams; this only watches the response's start message)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path") if scope["type"] == "http" else None
+        if path not in SCORING_ROUTES:
+            await self.app(scope, receive, send)
+            return
+        status = {"code": "500"}  # unless a response starts
+
+        async def watch(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = str(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            _scorer().metrics.responses.labels(handler=path, code=status["code"]).inc()
+
+
+app.add_middleware(CountResponses)
 
 
 def _refuse_label(transactions: list[Transaction]) -> JSONResponse | None:

@@ -123,8 +123,7 @@ def start_ray(
         logging_level=logging.WARNING,
         log_to_driver=False,
     )
-    actor: Any = ray.remote(Control)
-    control = actor.options(name=CONTROL_ACTOR, num_cpus=0, get_if_exists=True).remote(canary)
+    control = _control_actor(canary)
     ray.get(control.set_weight.remote(canary, "serve started"))
     _owned["control"] = control  # the actor lives as long as the driver holds a handle
     serve.start(http_options={"host": host, "port": proxy_port})
@@ -138,20 +137,25 @@ def app_builder(args: dict[str, str]) -> Any:
     ``canary`` (percent, default 0) and ``shadow`` (true/false). Settings come from the
     pod's environment, as everywhere. The control actor is detached: the builder's task
     ends, the split must not."""
-    import ray
-
     from fraudctl.config import load_settings
 
     canary = float(args.get("canary", 0))
     if not 0 <= canary <= 100:
         raise ValueError(f"canary must be a percent in 0..100, got {canary}")
     shadow = str(args.get("shadow", "false")).strip().lower() in {"1", "true", "yes", "on"}
-    actor: Any = ray.remote(Control)
-    actor.options(
-        name=CONTROL_ACTOR, namespace=NAMESPACE, num_cpus=0, get_if_exists=True,
-        lifetime="detached",
-    ).remote(canary)  # fmt: skip
+    _control_actor(canary, lifetime="detached")
     return _deployment().bind(load_settings().settings, shadow)
+
+
+def _control_actor(canary: float, **options: Any) -> Any:
+    """The one control actor (the split, its history) in fraudctl's namespace: made on
+    first call, found on later ones."""
+    import ray
+
+    actor: Any = ray.remote(Control)
+    return actor.options(
+        name=CONTROL_ACTOR, namespace=NAMESPACE, num_cpus=0, get_if_exists=True, **options
+    ).remote(canary)
 
 
 def stop_ray() -> None:

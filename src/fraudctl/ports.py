@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple, Protocol
 
 TopicPartition = tuple[str, int]
 
@@ -37,6 +37,29 @@ class DeliveryStats:
     def failure(self, reason: str, n: int = 1) -> None:
         self.failed += n
         self.errors[reason] += n
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A region of a log segment that holds no valid frame (the embedded bus; a Kafka
+    broker checks its own batches and never hands out damage)."""
+
+    path: str
+    byte: int  # where the damaged bytes start in the file
+    length: int  # how many bytes
+    kind: str  # "corrupt": between valid frames · "tail": after the last valid frame
+    first_offset: int  # the offset the first unreadable record had
+    records: int | None  # records unreadable (None at a tail: not knowable)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        held = "an unknown number of" if self.records is None else str(self.records)
+        return (
+            f"{self.path} at byte {self.byte}: {self.length} damaged bytes ({self.kind}), "
+            f"{held} records from offset {self.first_offset}"
+        )
 
 
 class BusProducer(Protocol):
@@ -78,6 +101,9 @@ class BusConsumer(Protocol):
 
     def last_values(self) -> dict[TopicPartition, bytes]:
         """The value of the last record of each non-empty partition."""
+
+    def damage(self) -> list[Damage]:
+        """Damaged regions of the log read around so far, each once."""
 
     def end_offsets(self, exact: bool = True) -> dict[TopicPartition, int]:
         """Per partition, the offset the next published record will get.  ``exact=False``

@@ -24,7 +24,7 @@ def test_torn_tail_is_invisible_to_readers_and_truncated_by_the_next_writer(
     segment = next((tmp_path / "t" / "0").glob("*.log"))
     good_size = segment.stat().st_size
     with segment.open("ab") as handle:  # a crash in the middle of a write
-        handle.write(filelog.encode(b"half", b"k", None, 0)[:7])
+        handle.write(filelog.encode(b"half", b"k", None, 0, 10)[:7])
     assert len(list(scan(segment.parent, Position(0, 0, 0)))) == 10
     producer.publish("t", b"after", b"k")
     producer.flush(1)

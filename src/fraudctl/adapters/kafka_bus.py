@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any, cast
 
 from fraudctl.errors import BackendUnavailable
-from fraudctl.ports import DeliveryStats, Record, TopicPartition
+from fraudctl.ports import Damage, DeliveryStats, Record, TopicPartition
 
 # Consumers are assigned partitions explicitly (no group join); these bound how long
 # a broker keeps a silent client's session.
@@ -292,6 +292,9 @@ class KafkaConsumer:
             _low, high = self._consumer.get_watermark_offsets(tp, timeout=5, cached=False)
             ends[(tp.topic, tp.partition)] = high
         return _confirm_ends(self._bootstrap, ends) if exact else ends
+
+    def damage(self) -> list[Damage]:
+        return []  # the broker verifies its batches' CRCs itself
 
     def last_values(self) -> dict[TopicPartition, bytes]:
         ends = self.end_offsets(exact=False)

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from fraudctl import __version__
 from fraudctl.cli import (
+    bus_cmd,
     config_cmd,
     contract_cmd,
     demo_cmd,
@@ -82,6 +83,7 @@ def _global(
 
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(stack_cmd.app, name="stack")
+app.add_typer(bus_cmd.app, name="bus")
 app.command("schema")(contract_cmd.schema)
 app.command("validate")(contract_cmd.validate)
 app.command("doctor")(doctor_cmd.doctor)

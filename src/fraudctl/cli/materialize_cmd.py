@@ -86,13 +86,8 @@ def materialize(
     unavailable (nothing past the last durable write is committed: a rerun completes
     the work).
     """
-    import os
 
     from fraudctl.adapters.bus import open_bus, stream_topics
-    from fraudctl.adapters.offline import open_offline
-    from fraudctl.adapters.online import OnlineState
-    from fraudctl.errors import ExitCode, UsageError
-    from fraudctl.services.materialize import open_materializer
 
     settings = state_of(ctx).settings
     if backfill is not None:
@@ -103,6 +98,38 @@ def materialize(
     if check_freshness:
         _check_freshness(bus, settings, freshness_slo, as_json)
         return
+    with materialize_lease(settings):
+        _materialize(
+            settings, follow, max_events, flush_interval, metrics_port, workers, batch_size, as_json
+        )
+
+
+def materialize_lease(settings: Any) -> contextlib.AbstractContextManager[None]:
+    """One consuming run per consumer group and home: a second is refused (exit 2)
+    before it reads anything, naming the first."""
+    from fraudctl.adapters.locks import run_lease
+
+    lease = settings.home / "locks" / f"materialize-{settings.consumer_group}.lock"
+    return run_lease(lease, f"materialize of consumer group {settings.consumer_group!r}")
+
+
+def _materialize(
+    settings: Any,
+    follow: bool,
+    max_events: int | None,
+    flush_interval: float,
+    metrics_port: int,
+    workers: int | None,
+    batch_size: int,
+    as_json: bool,
+) -> None:
+    import os
+
+    from fraudctl.adapters.offline import open_offline
+    from fraudctl.adapters.online import OnlineState
+    from fraudctl.errors import ExitCode, UsageError
+    from fraudctl.services.materialize import open_materializer
+
     if follow and workers not in (None, 1):
         raise UsageError(
             "--follow runs one process (it serves one metrics endpoint)",
@@ -126,22 +153,52 @@ def materialize(
                 materializer.close()
         else:
             summary = _batch(settings, online, workers, max_events, batch_size, stop.requested)
+    if summary.bus_damage:
+        _refuse_damage(summary.as_dict(), summary.unreadable_records, offline, online, as_json)
     _report(summary.as_dict(), offline, online, as_json)
     if stop.requested() and not follow:
         # What was processed is committed; the rest waits for the next run.
         raise typer.Exit(ExitCode.INTERRUPTED)
 
 
-def _report(result: dict[str, Any], offline: Any, online: Any, as_json: bool) -> None:
-    """A run's summary with where it wrote, as JSON or a table."""
-    result = result | {
+def _refuse_damage(
+    result: dict[str, Any], unreadable: int | None, offline: Any, online: Any, as_json: bool
+) -> None:
+    """Everything readable is materialized and committed; the damage is named, exit 4."""
+    from fraudctl.errors import Refused
+
+    if not as_json:
+        _report(result, offline, online, as_json)
+        for region in result["bus_damage"]:
+            err_console.print(f"damaged: {region['path']} at byte {region['byte']}", soft_wrap=True)
+    regions = result["bus_damage"]
+    held = "an unknown number of" if unreadable is None else f"{unreadable:,}"
+    first = regions[0]
+    raise Refused(
+        f"the embedded bus has {len(regions)} damaged region(s) holding {held} unreadable "
+        f"records (first: {first['path']} at byte {first['byte']}, {first['kind']}); every "
+        "readable record was materialized and committed",
+        hint="`fraudctl bus check` lists every region; see docs/operations.md "
+        "(embedded-bus damage) for what to do",
+        details=_with_stores(result, offline, online),
+    )
+
+
+def _with_stores(result: dict[str, Any], offline: Any, online: Any) -> dict[str, Any]:
+    return result | {
         "offline": offline.uri,
         "online": f"{online.settings.online_store} ({online.where})",
     }
+
+
+def _report(result: dict[str, Any], offline: Any, online: Any, as_json: bool) -> None:
+    """A run's summary with where it wrote, as JSON or a table."""
+    result = _with_stores(result, offline, online)
     if as_json:
         print_json(result)
     else:
-        console.print(key_values({k.replace("_", " "): v for k, v in result.items()}))
+        shown = {k.replace("_", " "): v for k, v in result.items() if k != "bus_damage"}
+        console.print(key_values(shown))
 
 
 def _batch(

@@ -77,6 +77,14 @@ class MaterializeSummary:
     elapsed_s: float = 0.0
     events_per_s: float = 0.0
     dlq_reasons: dict[str, int] = field(default_factory=dict)
+    # Damaged regions of the embedded log read around (file, byte, records unreadable).
+    bus_damage: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def unreadable_records(self) -> int | None:
+        """Records lost to damage (None when a damaged tail hides how many)."""
+        counts = [d["records"] for d in self.bus_damage]
+        return None if None in counts else sum(counts)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,6 +185,7 @@ class Materializer:
             self.read_positions.update(self.consumer.committed())
             self._read_until(measuring, max_events, on_progress, should_stop, started)
         self.flush()
+        self.note_damage()
         self.summary.elapsed_s = time.monotonic() - started
         if self.summary.elapsed_s > 0:
             self.summary.events_per_s = self.summary.events_read / self.summary.elapsed_s
@@ -240,6 +249,10 @@ class Materializer:
             self.submit_flush()
             self.summary.elapsed_s = time.monotonic() - started
             on_progress(self.summary)
+
+    def note_damage(self) -> None:
+        """Copy the damage the consumer read around into the summary."""
+        self.summary.bus_damage = [d.as_dict() for d in self.consumer.damage()]
 
     def ingest(self, records: list[Record]) -> None:
         """Validate, dead-letter, deduplicate, compute features and write the users'
@@ -338,9 +351,11 @@ class Materializer:
             ):
                 self.submit_flush()
                 last_flush = now
+                self.note_damage()
                 self.summary.elapsed_s = now - started
                 on_progress(self.summary)
         self.flush()
+        self.note_damage()
         self.summary.elapsed_s = time.monotonic() - started
         return self.summary
 
@@ -584,6 +599,7 @@ def merge_summaries(parts: list[MaterializeSummary]) -> MaterializeSummary:
     merged = MaterializeSummary()
     for part in parts:
         add_counts(merged, part, _SUMMED, ("dlq_reasons",))
+        merged.bus_damage += part.bus_damage
         if part.newest_event_ts is not None:
             merged.newest_event_ts = max(merged.newest_event_ts or 0.0, part.newest_event_ts)
         if part.online_lag_s is not None:

@@ -1,0 +1,66 @@
+"""Exclusive run leases: one holder at a time, the others refused with the holder named.
+
+A lease is an ``flock`` on a file under the home, so it dies with its holder (a killed
+run never leaves a stale lease) and costs nothing to check.  It protects one home: on
+the embedded bus that is the whole bus; on Kafka it is one host's runs (runs on other
+hosts are coordinated by the broker's group protocol, see docs/materialize.md).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fraudctl.errors import UsageError
+
+
+@contextmanager
+def run_lease(path: Path, what: str) -> Iterator[None]:
+    """Hold the lease at ``path`` for the block, or raise :class:`UsageError` (exit 2)
+    naming the process that holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise UsageError(
+                f"{what} is already running ({_holder(handle.read())}); one run at a time, "
+                "or two would process the same records twice",
+                hint="wait for it to finish or stop it, then run again",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "command": " ".join(["fraudctl", *sys.argv[1:]])[:200],
+                    "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+            )
+        )
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _holder(text: str) -> str:
+    try:
+        holder = json.loads(text)
+        where = f"pid {holder['pid']} on {holder['host']}"
+        return f"{where}, `{holder['command']}`, since {holder['since']}"
+    except (ValueError, KeyError, TypeError):
+        return "by a process that has not written its name yet"

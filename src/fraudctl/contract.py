@@ -33,10 +33,14 @@ USER_ID_PATTERN = r"^user-[0-9]+$"
 UTC_TIMESTAMP_PATTERN = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|\+00:00)$"
 )
+# An event's time: the same form, from the year 1970 on (see EARLIEST_EVENT).
+EVENT_TS_PATTERN = "^(19[7-9][0-9]|[2-9][0-9]{3})" + UTC_TIMESTAMP_PATTERN.removeprefix("^[0-9]{4}")
 COUNTRIES: tuple[str, ...] = ("US", "CA", "GB", "DE", "FR", "IN", "BR")
 DEVICES: tuple[str, ...] = ("ios", "android", "web")
 MAX_AMOUNT = 5000.0
 MAX_FUTURE_SKEW = timedelta(minutes=1)
+# A ULID's clock starts at the Unix epoch: no event can carry an id from before it.
+EARLIEST_EVENT = datetime(1970, 1, 1, tzinfo=UTC)
 
 Country = Literal["US", "CA", "GB", "DE", "FR", "IN", "BR"]
 Device = Literal["ios", "android", "web"]
@@ -101,6 +105,8 @@ def _not_in_future(value: object, info: ValidationInfo) -> datetime:
     latest = context.get("latest")
     if latest is None:
         latest = context.get("clock", system_clock)() + MAX_FUTURE_SKEW
+    if moment < EARLIEST_EVENT:
+        raise ValueError("is before 1970-01-01T00:00:00Z (a ULID's clock starts there)")
     if moment > latest:
         now = latest - MAX_FUTURE_SKEW
         raise ValueError(
@@ -123,7 +129,11 @@ EventTimestamp = Annotated[
     PlainSerializer(format_utc_timestamp, return_type=str, when_used="json"),
     WithJsonSchema(
         _TIMESTAMP_SCHEMA
-        | {"description": "ISO-8601 UTC ('Z' or '+00:00'); at most 1 minute in the future."}
+        | {
+            "pattern": EVENT_TS_PATTERN,
+            "description": "ISO-8601 UTC ('Z' or '+00:00'); not before 1970-01-01, at most "
+            "1 minute in the future.",
+        }
     ),
 ]
 # strict: JSON Schema's "number" admits neither booleans nor numeric strings.
@@ -172,6 +182,17 @@ class Transaction(BaseModel):
 
     def to_json_bytes(self) -> bytes:
         return self.model_dump_json().encode()
+
+
+class ScoreRequest(Transaction):
+    """A transaction to score: its truth is not known yet, so ``label`` is absent or null
+    (the label arrives later on the ``labels`` topic)."""
+
+    model_config = ConfigDict(title="ScoreRequest", json_schema_extra=None)
+
+    label: Annotated[
+        None, Field(description="Absent or null: the truth arrives later, on the labels topic.")
+    ] = None
 
 
 class LabelRecord(BaseModel):

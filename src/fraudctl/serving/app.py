@@ -7,13 +7,18 @@ and :class:`~fraudctl.serving.tracing.Tracing` once, before traffic.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fraudctl.contract import Transaction
+from fraudctl.contract import ScoreRequest
 from fraudctl.errors import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -59,7 +64,7 @@ class ScoreResponse(BaseModel):
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    transactions: list[Transaction] = Field(min_length=1, max_length=MAX_BATCH)
+    transactions: list[ScoreRequest] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class BatchResponse(BaseModel):
@@ -70,12 +75,26 @@ class BatchResponse(BaseModel):
 class CanaryChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    weight: float = Field(ge=0, le=100, description="Percent of users sent to the canary.")
+    weight: float = Field(
+        strict=True,
+        ge=0,
+        le=100,
+        allow_inf_nan=False,
+        description="Percent of users sent to the canary.",
+    )
     reason: str = Field(default="set by operator", max_length=500)
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
+class Invalid(BaseModel):
+    detail: list[dict[str, Any]]
+
+
+# Every status a route can answer besides 200: the OpenAPI document lists each one.
+INVALID: dict[int | str, dict[str, Any]] = {
     413: {"model": Problem, "description": "Body too large."},
+    422: {"model": Invalid, "description": "The body is not JSON or breaks the contract."},
+}
+ERRORS: dict[int | str, dict[str, Any]] = INVALID | {
     503: {"model": Problem, "description": "Online store unavailable; retry."},
 }
 
@@ -119,25 +138,44 @@ class CountResponses:
 app.add_middleware(CountResponses)
 
 
-def _refuse_label(transactions: list[Transaction]) -> JSONResponse | None:
-    for index, t in enumerate(transactions):
-        if t.label is not None:
-            return JSONResponse(
-                {
-                    "detail": [
-                        {
-                            "loc": ["body", index, "label"],
-                            "msg": "must be absent or null when scoring (truth arrives later)",
-                            "type": "value_error",
-                        }
-                    ]
-                },
-                status_code=422,
-            )
-    return None
+def json_safe(value: Any) -> Any:
+    """``value`` with everything JSON cannot carry spelled out: non-finite numbers as
+    their names, strings that are not valid Unicode (lone surrogates) with escapes."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
-def _score(transactions: list[Transaction], request: Request, response: Response) -> Any:
+@app.exception_handler(StarletteHTTPException)
+async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """FastAPI answers 400 to a body it cannot decode (not UTF-8): for a client that is
+    the same mistake as a body that is not JSON, so it gets the same documented 422."""
+    if exc.status_code == 400:
+        reason = {"type": "json_invalid", "loc": ["body"], "msg": f"{exc.detail} (not UTF-8 JSON)"}
+        return JSONResponse({"detail": [reason]}, status_code=422)
+    return await http_exception_handler(request, exc)
+
+
+@app.exception_handler(RequestValidationError)
+async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with the reasons, for any input: the echoed input may hold NaN or lone
+    surrogates, which FastAPI's own handler cannot encode (it answered 500)."""
+    return JSONResponse({"detail": json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
+def _score(transactions: list[ScoreRequest], request: Request, response: Response) -> Any:
     tracing: Tracing = _hosted["tracing"]
     with tracing.request("score", request.headers.get("traceparent")) as trace:
         trace.set("fraudctl.batch_size", len(transactions))
@@ -159,10 +197,9 @@ def _score(transactions: list[Transaction], request: Request, response: Response
     responses=ERRORS,
     summary="Score one transaction",
 )
-def score(transaction: Annotated[Transaction, Body()], request: Request, response: Response) -> Any:
-    refused = _refuse_label([transaction])
-    if refused is not None:
-        return refused
+def score(
+    transaction: Annotated[ScoreRequest, Body()], request: Request, response: Response
+) -> Any:
     outcome = _score([transaction], request, response)
     if isinstance(outcome, JSONResponse):
         return outcome
@@ -177,9 +214,6 @@ def score(transaction: Annotated[Transaction, Body()], request: Request, respons
     max_body_size=MAX_BATCH_BODY,
 )
 def score_batch(batch: BatchRequest, request: Request, response: Response) -> Any:
-    refused = _refuse_label(batch.transactions)
-    if refused is not None:
-        return refused
     outcome = _score(batch.transactions, request, response)
     if isinstance(outcome, JSONResponse):
         return outcome
@@ -224,7 +258,7 @@ def canary_status(
     return status
 
 
-@app.post("/v1/canary", summary="Set the canary weight (percent of users)")
+@app.post("/v1/canary", summary="Set the canary weight (percent of users)", responses=INVALID)
 def canary_set(change: CanaryChange) -> dict[str, Any]:
     scorer = _scorer()
     result = scorer.control.set_weight(change.weight, change.reason)

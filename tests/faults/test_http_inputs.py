@@ -1,0 +1,167 @@
+"""Client input never gets a 5xx: the bodies the probes found (non-finite numbers, lone
+surrogates, a label, year 0001, non-JSON) are answered 422 with the reasons, and every
+status the app answers is in its OpenAPI document.
+
+The app is driven in-process with a stand-in scorer: these requests are refused before
+any scoring, so the scorer's answers do not matter (the real server is fuzzed in
+tests/integration/test_serve.py)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from fraudctl.observability import ServeMetrics
+from fraudctl.serving import app as app_module
+from fraudctl.serving.control import Control
+
+GOOD = {
+    "event_id": "01JABCDEFGHJKMNPQRSTVWXYZ0",
+    "user_id": "user-1",
+    "transaction_amount": 12.5,
+    "country": "US",
+    "device": "ios",
+    "event_ts": "2026-01-01T00:00:00Z",
+}
+
+
+class StandInScorer:
+    """Answers like the real scorer, from fixed values."""
+
+    def __init__(self) -> None:
+        self.metrics = ServeMetrics()
+        self.control = Control(10)
+        self.weight = 10.0
+        self.shadow_on = False
+        self.scored = 0
+        self.variants = SimpleNamespace(describe=lambda weight, shadow: {"weight": weight})
+
+    def score(self, transactions: list[Any], trace: Any) -> list[dict[str, Any]]:
+        self.scored += len(transactions)
+        return [
+            {
+                "event_id": t.event_id, "score": 0.1, "decision": "allow", "threshold": 0.5,
+                "model_name": "m", "model_version": "1", "variant": "baseline",
+                "trace_id": trace.trace_id, "features": {}, "features_age_seconds": None,
+                "fallback": False,
+            }
+            for t in transactions
+        ]  # fmt: skip
+
+    def ready(self) -> tuple[bool, str]:
+        return True, "stand-in"
+
+
+@pytest.fixture
+def client() -> TestClient:
+    from fraudctl.serving.tracing import Tracing
+
+    scorer = StandInScorer()
+    app_module.attach(scorer, Tracing(None))  # type: ignore[arg-type]
+    return TestClient(app_module.app, raise_server_exceptions=False)
+
+
+def raw(client: TestClient, path: str, body: str | bytes) -> Any:
+    return client.post(path, content=body, headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize(
+    "amount", ["NaN", "Infinity", "-Infinity", "1e309", "-1e309"], ids=lambda a: a
+)
+def test_non_finite_amounts_are_422_not_500(client: TestClient, amount: str) -> None:
+    body = json.dumps(GOOD).replace("12.5", amount)
+    for path, text in (("/v1/score", body), ("/v1/score/batch", f'{{"transactions": [{body}]}}')):
+        answer = raw(client, path, text)
+        assert answer.status_code == 422, answer.text
+        assert "transaction_amount" in answer.text
+        json.loads(answer.text)  # strict JSON: no bare NaN
+
+
+def test_a_lone_surrogate_user_id_is_422(client: TestClient) -> None:
+    body = json.dumps(GOOD).replace('"user-1"', '"\\ud800"')
+    answer = raw(client, "/v1/score", body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"][0]["loc"][-1] == "user_id"
+
+
+@pytest.mark.parametrize("weight", ["NaN", "Infinity", "1e309"])
+def test_a_non_finite_canary_weight_is_422(client: TestClient, weight: str) -> None:
+    answer = raw(client, "/v1/canary", f'{{"weight": {weight}}}')
+    assert answer.status_code == 422, answer.text
+
+
+def test_a_label_is_refused_and_the_schema_says_so(client: TestClient) -> None:
+    answer = client.post("/v1/score", json=GOOD | {"label": 1})
+    assert answer.status_code == 422 and answer.json()["detail"][0]["loc"][-1] == "label"
+    assert client.post("/v1/score", json=GOOD | {"label": None}).status_code == 200
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["ScoreRequest"]["properties"]["label"]["type"] == "null"
+
+
+@pytest.mark.parametrize("ts", ["0001-01-01T00:00:00Z", "1969-12-31T23:59:59Z"])
+def test_an_event_before_the_epoch_is_422(client: TestClient, ts: str) -> None:
+    answer = client.post("/v1/score", json=GOOD | {"event_ts": ts})
+    assert answer.status_code == 422, answer.text
+    assert "1970" in answer.text
+
+
+@pytest.mark.parametrize("body", [b"not json", b"{", b"\xff\xfe", b""])
+def test_a_body_that_is_not_json_is_422_and_documented(client: TestClient, body: bytes) -> None:
+    answer = raw(client, "/v1/score", body)
+    assert answer.status_code == 422, answer.text
+    document = client.get("/openapi.json").json()
+    for path in ("/v1/score", "/v1/score/batch"):
+        assert {"413", "422", "503"} <= set(document["paths"][path]["post"]["responses"])
+    assert "422" in document["paths"]["/v1/canary"]["post"]["responses"]
+
+
+def clock_dependent_refusal(response: Any) -> bool:
+    """A 422 whose every reason is an event time more than a minute in the future: the
+    one rule of the contract that depends on the clock, so no JSON Schema can state it
+    and schemathesis's positive-data check would count it as a schema-valid refusal."""
+    if response.status_code != 422:
+        return False
+    detail = response.json()["detail"]
+    return all(e["loc"][-1] == "event_ts" and "in the future" in e["msg"] for e in detail)
+
+
+def test_schemathesis_all_checks_positive_and_negative(client: TestClient) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
+    from schemathesis.checks import CHECKS
+    from schemathesis.core.failures import FailureGroup
+
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app_module.app)
+    checks = CHECKS.get_all()
+    failures: list[str] = []
+
+    def fuzz(operation: Any, mode: GenerationMode) -> None:
+        @settings(
+            max_examples=60, deadline=None, phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck), database=None,
+        )  # fmt: skip
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def run(case: Any) -> None:
+            response = case.call()
+            if clock_dependent_refusal(response):
+                return
+            try:
+                case.validate_response(response, checks=checks)
+            except (Exception, FailureGroup) as exc:  # collect: one run names every kind
+                failures.append(f"{case.method} {case.path} [{mode.value}]: {exc}"[:600])
+
+        try:
+            run()
+        except Unsatisfiable:  # a negative run of a route with no input to break
+            assert mode == GenerationMode.NEGATIVE and not operation.body
+
+    for result in schema.get_all_operations():
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            fuzz(result.ok(), mode)
+    assert not failures, "\n".join(sorted(set(failures))[:20])

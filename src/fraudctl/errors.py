@@ -7,6 +7,7 @@ that message and the matching exit status.  Anything else is a bug (exit 1).
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 
 
@@ -63,3 +64,25 @@ class Refused(FraudctlError):
     """A check or gate evaluated and said no."""
 
     exit_code = ExitCode.REFUSED
+
+
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def storage_error(exc: OSError) -> FraudctlError | None:
+    """The local disk refusing the work (full, read-only, no permission) as the failure
+    of a backend, naming the file and the fix; None for any other OSError."""
+    where = exc.filename if exc.filename is not None else "a file under the fraudctl home"
+    if exc.errno in _NO_ROOM:
+        return BackendUnavailable(
+            f"no space left for {where} ({exc.strerror})",
+            hint="free space on that disk, or set FRAUDCTL_HOME to a disk with room; what "
+            "was acknowledged or committed before is kept, so a rerun continues",
+        )
+    if exc.errno in _NOT_WRITABLE:
+        return BackendUnavailable(
+            f"cannot write {where} ({exc.strerror})",
+            hint="make it writable, or set FRAUDCTL_HOME (or --home) to a writable directory",
+        )
+    return None

@@ -29,13 +29,15 @@ class DeliveryStats:
     failed: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     acknowledged_by_topic: Counter[str] = field(default_factory=Counter)
+    failed_by_topic: Counter[str] = field(default_factory=Counter)
 
     def success(self, topic: str, n: int = 1) -> None:
         self.acknowledged += n
         self.acknowledged_by_topic[topic] += n
 
-    def failure(self, reason: str, n: int = 1) -> None:
+    def failure(self, topic: str, reason: str, n: int = 1) -> None:
         self.failed += n
+        self.failed_by_topic[topic] += n
         self.errors[reason] += n
 
 

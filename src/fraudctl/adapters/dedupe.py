@@ -42,10 +42,26 @@ class SqliteDedupe:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
         self._local = threading.local()
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS first_seen (event_id TEXT PRIMARY KEY, origin TEXT)"
+        try:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS first_seen (event_id TEXT PRIMARY KEY, origin TEXT)"
+            )
+            self._db.execute("CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, value REAL)")
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(exc) from exc
+
+    def _damaged(self, exc: sqlite3.DatabaseError) -> BackendUnavailable:
+        if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc):
+            return BackendUnavailable(
+                f"the dedupe store {self._path} is read-only ({exc})",
+                hint="make it writable, or set FRAUDCTL_HOME to a writable directory",
+            )
+        return BackendUnavailable(
+            f"the dedupe store {self._path} is not a readable SQLite database ({exc})",
+            hint=f"move it away (`mv {self._path} {self._path}.damaged`) and rerun: the "
+            "stores stay exact for batches replayed from the same offsets, but a replay "
+            "from other offsets within the retention would no longer be recognised",
         )
-        self._db.execute("CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, value REAL)")
 
     @property
     def _db(self) -> sqlite3.Connection:

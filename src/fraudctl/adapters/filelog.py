@@ -29,6 +29,7 @@ lock.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import mmap
@@ -423,8 +424,18 @@ class _PartitionWriter:
                 _segment_path(self.directory, end.segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND
             )
             try:
-                os.write(fd, data)
+                # A write may take fewer bytes than given (a disk filling up): what was
+                # not written is not acknowledged, so write until done or an error.
+                left = memoryview(data)
+                while left:
+                    left = left[os.write(fd, left) :]
                 os.fsync(fd)
+            except OSError:
+                # None of this batch is acknowledged, so none of it may be read either:
+                # cut back what it wrote (under the lock, past every acknowledged byte).
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, end.byte)
+                raise
             finally:
                 os.close(fd)
             self.end = Position(end.offset + len(pending), end.segment, end.byte + len(data))
@@ -502,7 +513,7 @@ class FileLogProducer:
                 # Nothing of a failed batch counts: a partial write is a tail the next
                 # append quarantines, and none of it was acknowledged.
                 writer.end = None
-                self._stats.failure(f"write failed: {exc.strerror}", len(pending))
+                self._stats.failure(tp[0], f"write failed: {exc.strerror}", len(pending))
             pending.clear()
         self._buffered = 0
         self._last_flush = time.monotonic()

@@ -116,7 +116,8 @@ class KafkaProducer:
     def _on_failure(self, error: Any, message: Any) -> None:
         if error is not None:
             self._failed[str(message.topic())] += 1
-            self._stats.failure(error.name() if hasattr(error, "name") else str(error))
+            reason = error.name() if hasattr(error, "name") else str(error)
+            self._stats.failure(str(message.topic()), reason)
 
     @property
     def stats(self) -> DeliveryStats:

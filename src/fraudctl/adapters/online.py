@@ -57,7 +57,11 @@ class OnlineState:
         return BackendUnavailable(
             f"online store ({self.settings.online_store} at {self.where}): {action} failed "
             f"({type(exc).__name__}: {exc})",
-            hint="is Redis up? `fraudctl doctor`",
+            hint="is Redis up? `fraudctl doctor`"
+            if self.settings.online_store == "redis"
+            else f"check that {self.where} is a readable SQLite file on a disk with room; "
+            f"moving {self.settings.home / 'feast'} away rebuilds it from the offline store "
+            "(`fraudctl materialize --backfill`)",
         )
 
     def _apply_if_changed(self, offline_uri: str, force: bool = False) -> None:

@@ -25,7 +25,7 @@ from fraudctl.cli import (
     train_cmd,
 )
 from fraudctl.cli.common import AppState, err_console, print_json
-from fraudctl.errors import EXIT_CODE_HELP, ExitCode, FraudctlError
+from fraudctl.errors import EXIT_CODE_HELP, ExitCode, FraudctlError, storage_error
 
 app = typer.Typer(
     name="fraudctl",
@@ -127,16 +127,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return ExitCode.INTERRUPTED
-    except Exception as exc:
+    except OSError as exc:
+        mapped = storage_error(exc)
+        if mapped is None:
+            return _bug(exc, debug, args)
         if debug:
             err_console.print_exception()
-        _report(
-            ExitCode.BUG,
-            f"internal error: {type(exc).__name__}: {exc}",
-            "this is a bug in fraudctl; rerun with --debug and report the traceback",
-            as_json="--json" in args,
-        )
-        return ExitCode.BUG
+        _report(mapped.exit_code, mapped.message, mapped.hint, as_json="--json" in args)
+        return mapped.exit_code
+    except Exception as exc:
+        return _bug(exc, debug, args)
+
+
+def _bug(exc: Exception, debug: bool, args: list[str]) -> int:
+    if debug:
+        err_console.print_exception()
+    _report(
+        ExitCode.BUG,
+        f"internal error: {type(exc).__name__}: {exc}",
+        "this is a bug in fraudctl; rerun with --debug and report the traceback",
+        as_json="--json" in args,
+    )
+    return ExitCode.BUG
 
 
 def _report(

@@ -80,7 +80,9 @@ def serve(
     if engine == "uvicorn":
         from fraudctl.serving.hosts import run_uvicorn
 
-        run_uvicorn(settings, host, port, canary, shadow, lambda: _announce(ready, as_json))
+        # uvicorn drains, then raises the signal again: absorbed here, a normal stop (0).
+        with GracefulStop():
+            run_uvicorn(settings, host, port, canary, shadow, lambda: _announce(ready, as_json))
         return
     from fraudctl.serving.hosts import start_ray, stop_ray
 

@@ -60,10 +60,11 @@ class ProduceSummary:
     generated: int = 0
     published: int = 0
     acknowledged: int = 0
-    failed: int = 0
-    not_acknowledged: int = 0
+    failed: int = 0  # transactions the bus refused
+    not_acknowledged: int = 0  # messages (transactions and labels) not confirmed
     labels_published: int = 0
     labels_acknowledged: int = 0
+    labels_failed: int = 0
     labels_pending: int = 0
     invalid_injected: int = 0
     invalid_by_kind: dict[str, int] = field(default_factory=dict)
@@ -255,7 +256,8 @@ class _Run:
         summary, stats = self.summary, self.producer.stats
         summary.acknowledged = stats.acknowledged_by_topic[self.plan.topic_transactions]
         summary.labels_acknowledged = stats.acknowledged_by_topic[self.plan.topic_labels]
-        summary.failed = stats.failed
+        summary.failed = stats.failed_by_topic[self.plan.topic_transactions]
+        summary.labels_failed = stats.failed_by_topic[self.plan.topic_labels]
         summary.failures = dict(stats.errors)
         summary.elapsed_s = elapsed
         summary.producing_s = self.producing_s or elapsed
@@ -335,6 +337,7 @@ COUNTS = (
     "not_acknowledged",
     "labels_published",
     "labels_acknowledged",
+    "labels_failed",
     "labels_pending",
     "invalid_injected",
     "rejected_by_contract",

@@ -226,7 +226,10 @@ def promotion_lock(settings: Settings) -> Iterator[None]:
 
 
 def history(offline: Any, model_name: str) -> list[dict[str, Any]]:
-    return [d for d in offline.records(PROMOTIONS) if d.get("model_name") == model_name]
+    # In decision order: records are named by when they were written, and a decision
+    # that waited on the lock is written after a later one.
+    decisions = [d for d in offline.records(PROMOTIONS) if d.get("model_name") == model_name]
+    return sorted(decisions, key=lambda d: str(d.get("at", "")))
 
 
 def _record(offline: Any, registry: Any, decision: Decision) -> None:

@@ -4,13 +4,14 @@ no Ray, for development and as the benchmark's baseline)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from fraudctl.config import Settings
 from fraudctl.serving.control import Control
-from fraudctl.serving.scorer import ControlLink
+from fraudctl.serving.scorer import ControlLink, Scorer
 
 CONTROL_ACTOR = "fraudctl-serve-control"
 NAMESPACE = "fraudctl"
@@ -33,13 +34,15 @@ def ray_link(handle: Any) -> ControlLink:
     )
 
 
-def host_scorer(settings: Settings, link: ControlLink, shadow: bool) -> None:
+def host_scorer(settings: Settings, link: ControlLink, shadow: bool) -> Scorer:
     """Build this process's scorer and tracing and attach them to the app."""
     from fraudctl.serving.app import attach
     from fraudctl.serving.scorer import Scorer
     from fraudctl.serving.tracing import Tracing
 
-    attach(Scorer(settings, link, shadow), Tracing(settings.otlp_endpoint))
+    scorer = Scorer(settings, link, shadow)
+    attach(scorer, Tracing(settings.otlp_endpoint))
+    return scorer
 
 
 def run_uvicorn(
@@ -51,12 +54,14 @@ def run_uvicorn(
     on_ready: Callable[[], None],
 ) -> None:
     """Build the scorer, then serve with uvicorn until interrupted; ``on_ready`` runs once
-    the socket accepts connections."""
+    the socket accepts connections.  On SIGINT/SIGTERM uvicorn stops accepting, lets the
+    requests in flight finish, and returns; then the prediction log is flushed.  (uvicorn
+    raises the signal again once it is done: the caller's handler must absorb it.)"""
     import uvicorn
 
     from fraudctl.serving.app import app
 
-    host_scorer(settings, local_link(Control(canary)), shadow)
+    scorer = host_scorer(settings, local_link(Control(canary)), shadow)
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
@@ -65,7 +70,10 @@ def run_uvicorn(
                 on_ready()
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    Server(config).run()
+    try:
+        Server(config).run()
+    finally:
+        scorer.close()
 
 
 INGRESS_MODES = ("direct", "proxy")
@@ -163,6 +171,10 @@ def stop_ray() -> None:
     from ray import serve
 
     try:
+        # Deleting the application first waits for its replicas' graceful shutdown (the
+        # requests in flight, then ``__del__``: the prediction log's last flush).
+        with contextlib.suppress(Exception):
+            serve.delete(APP_NAME)
         serve.shutdown()  # type: ignore[no-untyped-call]
     finally:
         _owned.clear()
@@ -181,6 +193,13 @@ def _deployment() -> Any:
             import ray
 
             handle = ray.get_actor(CONTROL_ACTOR, namespace=NAMESPACE)
-            host_scorer(settings, ray_link(handle), shadow)
+            self.scorer = host_scorer(settings, ray_link(handle), shadow)
+
+        def __del__(self) -> None:
+            # Serve calls this in a replica's graceful shutdown, after the requests in
+            # flight finished: the prediction log's buffer reaches the offline store.
+            scorer = getattr(self, "scorer", None)
+            if scorer is not None:
+                scorer.close()
 
     return ScoringReplica

@@ -36,6 +36,7 @@ RELOAD_S = 10.0  # how often aliases are checked
 STATS_S = 1.0  # how often live statistics go to the control plane
 LOG_FLUSH_S = 5.0  # prediction log: a Parquet file at most this often per replica
 LOG_FLUSH_ROWS = 20_000
+CLOSE_TIMEOUT_S = 30.0  # the after-response queue drains (shadow scores) before the last flush
 BUCKETS = 10_000  # canary assignment resolution: 0.01 %
 
 
@@ -435,6 +436,11 @@ class Scorer:
         return True, "models loaded; online store reachable"
 
     def close(self) -> None:
+        """Stop the background loops, let the after-response thread log what it holds,
+        then flush the prediction log.  Safe to call twice."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._after.put(None)
+        self._threads[0].join(timeout=CLOSE_TIMEOUT_S)
         self.flush_log()

@@ -1,0 +1,122 @@
+"""The home's disk full or read-only: every command says which file and what to do
+(exit 3, never 1 "a bug"), nothing acknowledged is lost, and a rerun with room
+completes the work exactly once.  Each test mounts a small tmpfs of its own as the
+fraudctl home (the suite runs as root, as CI does)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RunCli
+from tests.integration.test_materialize import assert_each_event_once_offline_and_online
+
+
+@contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def remount(path: Path, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True)
+
+
+def fill(path: Path) -> Path:
+    """Take every free byte of the file system at ``path``."""
+    filler = path / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+@contextmanager
+def read_only(path: Path) -> Iterator[Path]:
+    """``path`` read-only in place (a read-only bind mount over itself), while files
+    stay open there."""
+    subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True)
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    with tmpfs(tmp_path / "mnt", "400m") as mounted:
+        monkeypatch.setenv("FRAUDCTL_HOME", str(mounted / "home"))
+        yield mounted
+
+
+def test_disk_full_during_produce_counts_every_message_once_and_loses_no_ack(
+    cli: RunCli, home: Path
+) -> None:
+    remount(home, "size=3m")
+    full = cli("produce", "--count", "50000", "--rate", "0", "--label-delay", "0", "--json")
+    assert full.code == 3, full.err
+    assert "No space left" in full.err
+    summary = full.json()
+    assert summary["acknowledged"] + summary["failed"] == summary["generated"] == 50_000
+    assert summary["labels_acknowledged"] + summary["labels_failed"] == 50_000
+    assert 0 < summary["acknowledged"] < 50_000
+    remount(home, "size=400m")
+    checked = cli("bus", "check", "--json")
+    assert checked.code in (0, 4), checked.err  # a write cut short leaves a tail at most
+    assert all(d["kind"] == "tail" for p in checked.json()["partitions"] for d in p["damage"])
+    done = cli("materialize", "--json")
+    assert done.code in (0, 4), done.err
+    assert done.json()["valid"] == summary["acknowledged"]  # a failed write left nothing
+    assert_each_event_once_offline_and_online(summary["acknowledged"], done.json())
+
+
+def test_disk_full_during_materialize_names_it_and_a_rerun_completes_exactly_once(
+    cli: RunCli, home: Path
+) -> None:
+    made = cli("produce", "--count", "6000", "--rate", "0", "--label-delay", "0", "--json")
+    assert made.code == 0, made.err
+    filler = fill(home)
+    failed = cli("materialize", "--batch-size", "1000", "--json")
+    assert failed.code == 3, failed.err
+    assert failed.json()["error"]["exit_code"] == 3
+    assert "space" in failed.err or "full" in failed.err, failed.err
+    filler.unlink()
+    done = cli("materialize", "--json")
+    assert done.code == 0, done.err
+    assert_each_event_once_offline_and_online(6000, done.json())
+
+
+def test_a_read_only_home_serves_the_reads_and_names_the_refused_writes(
+    cli: RunCli, home: Path
+) -> None:
+    made = cli("produce", "--count", "2000", "--rate", "0", "--label-delay", "0", "--json")
+    assert made.code == 0, made.err
+    assert cli("materialize", "--json").code == 0
+    with read_only(home):
+        for read in (["bus", "check", "--json"], ["config", "show", "--json"],
+                     ["features", "get", "user-1", "--json"]):  # fmt: skip
+            answer = cli(*read)
+            assert answer.code == 0, (read, answer.err)
+        refused = cli("materialize", "--json")
+        assert refused.code == 3, refused.err
+        assert "read-only" in refused.err.lower() or "cannot write" in refused.err
+        assert str(home) in refused.err
+        produced = cli("produce", "--count", "10", "--rate", "0", "--json")
+        assert produced.code == 3, produced.err

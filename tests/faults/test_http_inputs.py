@@ -119,49 +119,12 @@ def test_a_body_that_is_not_json_is_422_and_documented(client: TestClient, body:
     assert "422" in document["paths"]["/v1/canary"]["post"]["responses"]
 
 
-def clock_dependent_refusal(response: Any) -> bool:
-    """A 422 whose every reason is an event time more than a minute in the future: the
-    one rule of the contract that depends on the clock, so no JSON Schema can state it
-    and schemathesis's positive-data check would count it as a schema-valid refusal."""
-    if response.status_code != 422:
-        return False
-    detail = response.json()["detail"]
-    return all(e["loc"][-1] == "event_ts" and "in the future" in e["msg"] for e in detail)
-
-
 def test_schemathesis_all_checks_positive_and_negative(client: TestClient) -> None:
     import schemathesis
-    from hypothesis import HealthCheck, Phase, given, settings
-    from hypothesis.errors import Unsatisfiable
-    from schemathesis import GenerationMode
-    from schemathesis.checks import CHECKS
-    from schemathesis.core.failures import FailureGroup
+
+    from tests.fuzzing import fuzz_every_operation
 
     schema = schemathesis.openapi.from_asgi("/openapi.json", app_module.app)
-    checks = CHECKS.get_all()
-    failures: list[str] = []
-
-    def fuzz(operation: Any, mode: GenerationMode) -> None:
-        @settings(
-            max_examples=60, deadline=None, phases=[Phase.generate],
-            suppress_health_check=list(HealthCheck), database=None,
-        )  # fmt: skip
-        @given(case=operation.as_strategy(generation_mode=mode))
-        def run(case: Any) -> None:
-            response = case.call()
-            if clock_dependent_refusal(response):
-                return
-            try:
-                case.validate_response(response, checks=checks)
-            except (Exception, FailureGroup) as exc:  # collect: one run names every kind
-                failures.append(f"{case.method} {case.path} [{mode.value}]: {exc}"[:600])
-
-        try:
-            run()
-        except Unsatisfiable:  # a negative run of a route with no input to break
-            assert mode == GenerationMode.NEGATIVE and not operation.body
-
-    for result in schema.get_all_operations():
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            fuzz(result.ok(), mode)
+    calls, failures = fuzz_every_operation(schema, max_examples=60)
     assert not failures, "\n".join(sorted(set(failures))[:20])
+    assert calls["POST /v1/score negative"] >= 30, calls

@@ -82,9 +82,11 @@ def materialize(
 
     Batch (default): up to the end seen at the start, then exit. --follow: online writes
     per poll, offline flush and commit every --flush-interval, Prometheus metrics on
-    127.0.0.1:--metrics-port, until Ctrl-C. Exit 0 when done, 3 when a backend is
-    unavailable (nothing past the last durable write is committed: a rerun completes
-    the work).
+    127.0.0.1:--metrics-port, until Ctrl-C. Exit 0 when done; 2 when another run of the
+    consumer group holds this home (it is named); 3 when a backend or the disk is
+    unavailable (nothing past the last durable write is committed: a rerun completes the
+    work); 4 when damaged regions of the embedded bus were read around (everything
+    readable is materialized and committed; `fraudctl bus check` lists them).
     """
 
     from fraudctl.adapters.bus import open_bus, stream_topics

@@ -200,6 +200,7 @@ class Scorer:
         self._log_rows: list[dict[str, Any]] = []
         self._log_lock = threading.Lock()
         self._stop = threading.Event()
+        self._closing = threading.Lock()  # orders "queue after the response" and close()
         self._threads = [
             threading.Thread(target=self._after_response, name="shadow-log", daemon=True),
             threading.Thread(target=self._every, args=(RELOAD_S, self.reload), daemon=True),
@@ -253,10 +254,19 @@ class Scorer:
             )
             self.metrics.observe(assigned[i], model.version, scores[i], total_s, fetch_s, model_s)
             self._count(assigned[i], requests=1, score=scores[i], latency_ms=total_s * 1000)
-        try:
-            self._after.put_nowait((responses, rows))
-        except queue.Full:
-            self.metrics.log_dropped.inc(len(responses))
+        with self._closing:
+            closed = self._stop.is_set()
+            if not closed:
+                try:
+                    self._after.put_nowait((responses, rows))
+                except queue.Full:
+                    self.metrics.log_dropped.inc(len(responses))
+        if closed:
+            # The after-response thread is gone, but a host may still route a request
+            # here while it shuts down (Ray's direct ingress does): log it at once, so
+            # every answered request reaches the log.
+            self._shadow_and_log(responses, rows)
+            self.flush_log()
         return responses
 
     def _evaluate(
@@ -438,9 +448,10 @@ class Scorer:
     def close(self) -> None:
         """Stop the background loops, let the after-response thread log what it holds,
         then flush the prediction log.  Safe to call twice."""
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        self._after.put(None)
+        with self._closing:  # no request queues work after this
+            if self._stop.is_set():
+                return
+            self._stop.set()
+            self._after.put(None)
         self._threads[0].join(timeout=CLOSE_TIMEOUT_S)
         self.flush_log()

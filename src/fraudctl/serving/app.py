@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fraudctl.contract import ScoreRequest
 from fraudctl.errors import BackendUnavailable
+from fraudctl.serving.scorer import Draining
 
 if TYPE_CHECKING:
     from fraudctl.serving.scorer import Scorer
@@ -95,7 +96,7 @@ INVALID: dict[int | str, dict[str, Any]] = {
     422: {"model": Invalid, "description": "The body is not JSON or breaks the contract."},
 }
 ERRORS: dict[int | str, dict[str, Any]] = INVALID | {
-    503: {"model": Problem, "description": "Online store unavailable; retry."},
+    503: {"model": Problem, "description": "Online store unavailable, or shutting down; retry."},
 }
 
 app = FastAPI(
@@ -182,8 +183,9 @@ def _score(transactions: list[ScoreRequest], request: Request, response: Respons
         try:
             results = _scorer().score(transactions, trace)
         except BackendUnavailable as exc:
+            stopping = isinstance(exc, Draining)
             return JSONResponse(
-                {"detail": f"online store unavailable: {exc.message}"},
+                {"detail": exc.message if stopping else f"online store unavailable: {exc.message}"},
                 status_code=503,
                 headers={"Retry-After": "1", "traceparent": trace.traceparent},
             )

@@ -45,6 +45,16 @@ class Control:
             {"at": time.time(), "weight": weight, "reason": "serve started"}
         ]
         self._buckets: deque[tuple[float, str, LiveStats]] = deque()
+        self.stopping = False
+
+    # -- stopping -------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """The server is stopping: replicas flush their logs and answer 503 from now on."""
+        self.stopping = True
+
+    def is_stopping(self) -> bool:
+        return self.stopping
 
     # -- weight ---------------------------------------------------------------------
 

@@ -20,7 +20,10 @@ _owned: dict[str, Any] = {}
 
 
 def local_link(control: Control) -> ControlLink:
-    return ControlLink(control.get_weight, control.record, control.set_weight, control.status)
+    return ControlLink(
+        control.get_weight, control.record, control.set_weight, control.status,
+        control.is_stopping,
+    )  # fmt: skip
 
 
 def ray_link(handle: Any) -> ControlLink:
@@ -31,6 +34,7 @@ def ray_link(handle: Any) -> ControlLink:
         record=handle.record.remote,
         set_weight=lambda weight, reason: ray.get(handle.set_weight.remote(weight, reason)),
         status=lambda window: ray.get(handle.status.remote(window), timeout=10),
+        stopping=lambda: bool(ray.get(handle.is_stopping.remote(), timeout=5)),
     )
 
 
@@ -171,9 +175,13 @@ def stop_ray() -> None:
     from ray import serve
 
     try:
-        # Deleting the application first waits for its replicas' graceful shutdown (the
-        # requests in flight, then ``__del__``: the prediction log's last flush).
+        # Replicas see the stop within a second (their statistics sync), flush their
+        # prediction logs and answer 503 from then on; deleting the application then
+        # waits for their graceful shutdown (``__del__`` flushes once more).
+        control = _owned.get("control")
         with contextlib.suppress(Exception):
+            if control is not None:
+                ray.get(control.stop.remote(), timeout=5)
             serve.delete(APP_NAME)
         serve.shutdown()  # type: ignore[no-untyped-call]
     finally:

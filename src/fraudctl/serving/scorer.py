@@ -144,6 +144,11 @@ class ControlLink:
     record: Callable[[float, str, LiveStats], None]
     set_weight: Callable[[float, str], dict[str, Any]]
     status: Callable[[float], dict[str, Any]]
+    stopping: Callable[[], bool] = lambda: False
+
+
+class Draining(BackendUnavailable):
+    """The server is stopping: this replica has flushed its log and takes no new work."""
 
 
 def _model_inputs(
@@ -200,6 +205,7 @@ class Scorer:
         self._log_rows: list[dict[str, Any]] = []
         self._log_lock = threading.Lock()
         self._stop = threading.Event()
+        self.draining = False
         self._closing = threading.Lock()  # orders "queue after the response" and close()
         self._threads = [
             threading.Thread(target=self._after_response, name="shadow-log", daemon=True),
@@ -215,6 +221,10 @@ class Scorer:
 
     def score(self, transactions: Sequence[Transaction], trace: Any) -> list[dict[str, Any]]:
         """Score a batch (1..1000); raises BackendUnavailable when the online store is."""
+        if self.draining:
+            raise Draining(
+                "the server is shutting down", hint="retry: another replica or host answers"
+            )
         started = time.perf_counter()
         variants, weight = self.variants, self.weight
         with trace.span("feature_fetch"):
@@ -421,6 +431,13 @@ class Scorer:
         from fraudctl.services.materialize import ONLINE_NEWEST_MARK
 
         self.weight = self.control.get_weight()
+        if self.control.stopping():
+            # Ray's direct ingress keeps routing requests to a replica while it drains,
+            # until a grace period ends in a kill without ``__del__``: stop answering and
+            # flush now, so every answered request is in the log.
+            self.draining = True
+            self.close()
+            return
         self.metrics.canary_weight.set(self.weight if self.variants.canary else 0.0)
         with self._live_lock:
             live, self._live = self._live, {}

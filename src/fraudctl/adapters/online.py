@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import warnings
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from fraudctl.feast_repo import (
 from fraudctl.features import UserWindow
 
 READ_CHUNK = 2000
+log = logging.getLogger(__name__)
 
 
 class OnlineState:
@@ -32,6 +34,7 @@ class OnlineState:
         from feast import FeatureStore
 
         self.settings = settings
+        self._offline_uri = offline_uri
         self._handles: tuple[Any, Any] | None = None
         self.where = (
             mask_url(settings.redis_url)
@@ -44,14 +47,20 @@ class OnlineState:
         except Exception as first:
             # The registry is a cache of our own definitions: if a crash left it unreadable,
             # rebuild it rather than refuse to start.
-            registry = settings.home / "feast" / "registry.db"
-            registry.unlink(missing_ok=True)
-            (settings.home / "feast" / "applied").unlink(missing_ok=True)
             try:
-                self.store = FeatureStore(config=repo_config(settings))
-                self._apply_if_changed(offline_uri)
+                self._rebuild_registry()
             except Exception as exc:
                 raise self._unavailable("open", exc) from first
+
+    def _rebuild_registry(self) -> None:
+        """A fresh registry with exactly fraudctl's definitions (the online data stays)."""
+        from feast import FeatureStore
+
+        feast_dir = self.settings.home / "feast"
+        (feast_dir / "registry.db").unlink(missing_ok=True)
+        (feast_dir / "applied").unlink(missing_ok=True)
+        self.store = FeatureStore(config=repo_config(self.settings))
+        self._apply_if_changed(self._offline_uri, force=True)
 
     def _unavailable(self, action: str, exc: Exception) -> BackendUnavailable:
         return BackendUnavailable(
@@ -141,7 +150,17 @@ class OnlineState:
         if self._handles is None:
             from feast.infra.online_stores.helpers import get_online_store_from_config
 
-            view = self.store.get_feature_view(USER_STATE_VIEW)
+            try:
+                view = self.store.get_feature_view(USER_STATE_VIEW)
+            except Exception as exc:
+                # The registry is a copy of our own definitions; one that lost them (a
+                # `feast apply` from another folder, a damaged file) is rebuilt, not
+                # reported as an outage on every run.
+                log.warning(
+                    "the Feast registry has no %s (%s); rebuilding it", USER_STATE_VIEW, exc
+                )
+                self._rebuild_registry()
+                view = self.store.get_feature_view(USER_STATE_VIEW)
             self._handles = (get_online_store_from_config(self.store.config.online_store), view)
         return self._handles
 

@@ -18,11 +18,16 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from fraudctl.config import Settings, environ, mask_url
 from fraudctl.errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    from fraudctl.model import LoadedModel
+
+log = logging.getLogger(__name__)
 
 # Bounded HTTP behaviour for MLflow's REST client, unless the user chose otherwise.
 HTTP_LIMITS = {
@@ -146,6 +151,32 @@ def download_version(registry: Registry, mlflow: Any, version: str) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def load_version(registry: Registry, mlflow: Any, version: str, alias: str) -> LoadedModel:
+    """A registered version, loaded from the local cache (downloaded on first use).  A
+    cached copy that no longer loads (a damaged ``model.skops``, a cut download) is
+    moved aside and downloaded again, once; a version that still does not load is named
+    with what to do."""
+    import shutil
+
+    from fraudctl.model import load_model_dir
+
+    path = download_version(registry, mlflow, version)
+    try:
+        return load_model_dir(path, registry.model_name, version, alias)
+    except Exception as first:
+        log.warning("cached model %s does not load (%s); downloading it again", path, first)
+        shutil.rmtree(path, ignore_errors=True)
+        path = download_version(registry, mlflow, version)
+        try:
+            return load_model_dir(path, registry.model_name, version, alias)
+        except Exception as exc:
+            raise BackendUnavailable(
+                f"version {version} of {registry.model_name} in {registry.where} does not "
+                f"load ({type(exc).__name__}: {exc})",
+                hint="retrain (`fraudctl train`) and move the alias to the new version",
+            ) from exc
 
 
 def _is_unreachable(exc: BaseException) -> bool:

@@ -135,8 +135,7 @@ def run_drift(
     settings: Settings, options: DriftOptions, progress: Callable[[str], None] = lambda _m: None
 ) -> DriftResult:
     from fraudctl.adapters.offline import open_offline
-    from fraudctl.adapters.registry import Registry, download_version, resolve_alias
-    from fraudctl.model import load_model_dir
+    from fraudctl.adapters.registry import Registry, load_version, resolve_alias
     from fraudctl.serving.scorer import BASELINE_ALIASES
 
     started = time.monotonic()
@@ -153,9 +152,7 @@ def run_drift(
                 hint="train one first: `fraudctl train`",
             )
         version = str(found[alias])
-        model = load_model_dir(
-            download_version(registry, mlflow, version), registry.model_name, version, alias
-        )
+        model = load_version(registry, mlflow, version, alias)
         if options.reference.kind == "training":
             ref_start, ref_end = _training_window(registry, mlflow, version)
             ref_label = f"training window of version {version}"

@@ -371,26 +371,15 @@ def _staging_gates(
     settings: Settings, offline: Any, registry: Any, decision: Decision, progress: Any
 ) -> list[Gate]:
     from fraudctl.adapters.online import OnlineState
-    from fraudctl.adapters.registry import download_version
-    from fraudctl.model import load_model_dir
+    from fraudctl.adapters.registry import load_version
     from fraudctl.services.drift import latest
 
     progress("loading the models")
     with registry.session() as mlflow:
-        model = load_model_dir(
-            download_version(registry, mlflow, decision.version),
-            registry.model_name,
-            decision.version,
-            "candidate",
-        )
+        model = load_version(registry, mlflow, decision.version, "candidate")
         staging = None
         if decision.previous is not None:
-            staging = load_model_dir(
-                download_version(registry, mlflow, decision.previous),
-                registry.model_name,
-                decision.previous,
-                "staging",
-            )
+            staging = load_version(registry, mlflow, decision.previous, "staging")
     progress("scoring the newest labeled events")
     feast = OnlineState(settings, offline.uri)
     frame = evaluation_rows(offline, feast, settings.promote_eval_events)

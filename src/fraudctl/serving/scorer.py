@@ -124,15 +124,13 @@ class ModelSource:
         return Variants(baseline, canary, shadow, baseline_alias)
 
     def _model(self, alias: str, version: str | None) -> LoadedModel:
-        from fraudctl.adapters.registry import download_version
-        from fraudctl.model import load_model_dir
+        from fraudctl.adapters.registry import load_version
 
         assert version is not None
         key = f"{alias}:{version}"
         if key not in self._loaded:
             with self.registry.session() as mlflow:
-                path = download_version(self.registry, mlflow, version)
-            self._loaded[key] = load_model_dir(path, self.registry.model_name, version, alias)
+                self._loaded[key] = load_version(self.registry, mlflow, version, alias)
         return self._loaded[key]
 
 

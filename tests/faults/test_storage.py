@@ -120,3 +120,19 @@ def test_a_read_only_home_serves_the_reads_and_names_the_refused_writes(
         assert str(home) in refused.err
         produced = cli("produce", "--count", "10", "--rate", "0", "--json")
         assert produced.code == 3, produced.err
+
+
+def test_disk_full_during_train_names_the_store_and_a_rerun_with_room_trains(
+    cli: RunCli, home: Path
+) -> None:
+    made = cli("produce", "--count", "6000", "--rate", "0", "--label-delay", "0", "--json")
+    assert made.code == 0, made.err
+    assert cli("materialize", "--json").code == 0
+    filler = fill(home)
+    failed = cli("train", "--json")
+    assert failed.code == 3, failed.err
+    assert "no space left" in failed.err
+    filler.unlink()
+    trained = cli("train", "--json")
+    assert trained.code == 0, trained.err
+    assert trained.json()["version"] == "1"

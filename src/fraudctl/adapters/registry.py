@@ -104,6 +104,41 @@ class Registry:
                 raise
             except (ConnectionError, TimeoutError) as exc:
                 raise self.unavailable("a request", exc) from exc
+            except Exception as exc:
+                storage = self._local_storage_failure(exc)
+                if storage is None:
+                    raise
+                raise storage from exc
+
+    def _local_storage_failure(self, exc: BaseException) -> BackendUnavailable | None:
+        """The embedded store's disk full or read-only (SQLite says so in its message;
+        SQLAlchemy and MLflow wrap it), or an OSError writing its artifacts."""
+        import sqlite3
+
+        from fraudctl.errors import storage_error
+
+        seen: BaseException | None = exc
+        while seen is not None:
+            if isinstance(seen, OSError):
+                mapped = storage_error(seen)
+                if isinstance(mapped, BackendUnavailable):
+                    return mapped
+            if isinstance(seen, sqlite3.OperationalError):
+                text = str(seen)
+                where = self.uri.removeprefix("sqlite:///")
+                if "disk is full" in text:
+                    return BackendUnavailable(
+                        f"no space left for the MLflow store {where} ({text})",
+                        hint="free space on that disk, or set FRAUDCTL_HOME to a disk with "
+                        "room; registered versions are kept",
+                    )
+                if "readonly" in text:
+                    return BackendUnavailable(
+                        f"cannot write the MLflow store {where} ({text})",
+                        hint="make it writable, or set FRAUDCTL_HOME to a writable directory",
+                    )
+            seen = seen.__cause__ or seen.__context__
+        return None
 
     def experiment_id(self, mlflow: Any, name: str) -> str:
         found = mlflow.get_experiment_by_name(name)

@@ -111,7 +111,8 @@ def test_a_read_only_home_serves_the_reads_and_names_the_refused_writes(
     assert cli("materialize", "--json").code == 0
     with read_only(home):
         for read in (["bus", "check", "--json"], ["config", "show", "--json"],
-                     ["features", "get", "user-1", "--json"]):  # fmt: skip
+                     ["features", "get", "user-1", "--json"], ["promote", "--history"],
+                     ["materialize", "--check-freshness", "--json"]):  # fmt: skip
             answer = cli(*read)
             assert answer.code == 0, (read, answer.err)
         refused = cli("materialize", "--json")
@@ -136,3 +137,24 @@ def test_disk_full_during_train_names_the_store_and_a_rerun_with_room_trains(
     trained = cli("train", "--json")
     assert trained.code == 0, trained.err
     assert trained.json()["version"] == "1"
+
+
+def test_the_dedupe_store_is_read_on_a_read_only_disk_with_or_without_its_wal(
+    home: Path,
+) -> None:
+    from fraudctl.adapters.dedupe import SqliteDedupe
+
+    path = home / "state" / "dedupe.db"
+    writer = SqliteDedupe(path)
+    writer.raise_mark("m", 42.0)
+    writer.record({"e1": "t/0/0"})
+    with read_only(home):  # the writer's connection is open: its WAL files exist
+        early = SqliteDedupe(path)
+        assert early.get_mark("m") == 42.0
+        early._db.close()
+    writer._db.close()  # the last close checkpoints the WAL into the file and removes it
+    assert not (home / "state" / "dedupe.db-wal").exists()
+    with read_only(home):
+        reader = SqliteDedupe(path)
+        assert reader.get_mark("m") == 42.0
+        assert reader.origins(["e1", "e2"]) == {"e1": "t/0/0"}

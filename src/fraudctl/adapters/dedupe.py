@@ -8,6 +8,7 @@ produces the same writes, which replace the earlier attempt.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Mapping
@@ -42,6 +43,10 @@ class SqliteDedupe:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
         self._local = threading.local()
+        # A read-only home (a check, a read): open the file as it is, for reading only.
+        self._read_only = path.is_file() and not os.access(path.parent, os.W_OK)
+        if self._read_only:
+            return
         try:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS first_seen (event_id TEXT PRIMARY KEY, origin TEXT)"
@@ -67,11 +72,26 @@ class SqliteDedupe:
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self._path, isolation_level=None, timeout=30)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            if self._read_only:
+                db = self._open_read_only()
+            else:
+                db = sqlite3.connect(self._path, isolation_level=None, timeout=30)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
         return db
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """Read the file as it is: with the WAL files a writer left (``mode=ro`` reads
+        them), or, when they are gone (checkpointed at the last close, so everything is
+        in the file) and cannot be created, as an immutable file."""
+        uri = self._path.resolve().as_uri()
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
 
     def get_mark(self, name: str) -> float | None:
         row = self._db.execute("SELECT value FROM marks WHERE name = ?", (name,)).fetchone()

@@ -526,6 +526,9 @@ def test_a_failing_canary_is_rolled_back_by_watch(
     )  # fmt: skip
     assert watched.code == 4, watched.err
     assert "error rate" in watched.err
+    document = watched.json()  # one JSON document: the refusal with what was done
+    assert document["rolled_back"] is True and document["error"]["exit_code"] == 4
+    assert document["change"]["weight"] == 0
     after = httpx.get(f"{url}/v1/canary?window=60").json()
     assert after["canary_weight"] == 0
     assert after["changes"][-1]["reason"].startswith("auto-rollback: error rate")

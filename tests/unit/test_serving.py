@@ -137,3 +137,17 @@ def test_a_request_span_has_children_and_continues_the_callers_trace() -> None:
     tracing.shutdown()
     assert Tracing("console").provider is not None
     assert Tracing("http://127.0.0.1:4318").provider is not None  # exporter built, lazily used
+
+
+def test_nothing_to_serve_is_one_refusal_wherever_it_is_found() -> None:
+    from fraudctl.config import load_settings
+    from fraudctl.errors import ExitCode, Refused
+    from fraudctl.serving.scorer import ModelSource
+
+    source = ModelSource(load_settings().settings, shadow=False)
+    with pytest.raises(Refused, match="nothing to serve") as refused:
+        source.baseline_alias({"production": None, "staging": None, "candidate": None})
+    assert refused.value.exit_code == ExitCode.REFUSED
+    assert source.baseline_alias({"production": None, "staging": "3", "candidate": "4"}) == (
+        "staging"
+    )

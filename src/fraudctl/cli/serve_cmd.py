@@ -143,18 +143,13 @@ def _preflight(settings: Any) -> dict[str, str | None]:
     from fraudctl.adapters.offline import open_offline
     from fraudctl.adapters.online import OnlineState
     from fraudctl.adapters.registry import Registry
-    from fraudctl.errors import Refused
-    from fraudctl.serving.scorer import BASELINE_ALIASES, ModelSource
+    from fraudctl.serving.scorer import ModelSource
 
     Registry(settings).check()
-    versions = ModelSource(settings, shadow=False).versions()
+    source = ModelSource(settings, shadow=False)
+    versions = source.versions()
     OnlineState(settings, open_offline(settings).uri).read(["user-0"])  # exit 3 if down
-    if not any(versions.get(alias) for alias in BASELINE_ALIASES):
-        raise Refused(
-            f"nothing to serve: {settings.model_name} has none of the aliases "
-            f"{', '.join(BASELINE_ALIASES)}",
-            hint="`fraudctl train` registers a 'candidate'; `fraudctl promote` moves it on",
-        )
+    source.baseline_alias(versions)  # exit 4: nothing to serve
     return versions
 
 
@@ -265,9 +260,12 @@ def watch(
                         "/v1/canary",
                         {"weight": 0, "reason": f"auto-rollback: {breach}"},
                     )
-                    if as_json:
-                        print_json({"rolled_back": True, "breach": breach, "change": change})
-                    raise Refused(f"canary rolled back: {breach}")
+                    # One JSON document with --json: the error, with what was done.
+                    raise Refused(
+                        f"canary rolled back: {breach}",
+                        details={"rolled_back": True, "breach": breach, "change": change,
+                                 "checks": checks},
+                    )  # fmt: skip
             deadline = time.monotonic() + every_s
             while time.monotonic() < deadline and not stop.requested():
                 time.sleep(0.1)

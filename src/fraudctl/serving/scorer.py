@@ -22,7 +22,7 @@ from typing import Any
 
 from fraudctl.config import Settings
 from fraudctl.contract import Transaction
-from fraudctl.errors import BackendUnavailable
+from fraudctl.errors import BackendUnavailable, Refused
 from fraudctl.features import FEATURE_NAMES, Txn, compute_features
 from fraudctl.model import LoadedModel
 from fraudctl.serving.control import LiveStats
@@ -106,14 +106,20 @@ class ModelSource:
                 for alias in ("production", "staging", "candidate")
             }
 
-    def load(self, versions: dict[str, str | None]) -> Variants:
-        baseline_alias = next((a for a in BASELINE_ALIASES if versions.get(a)), None)
-        if baseline_alias is None:
-            raise BackendUnavailable(
-                f"no model to serve: {self.registry.model_name} has none of the aliases "
+    def baseline_alias(self, versions: dict[str, str | None]) -> str:
+        """The alias the baseline serves; exit 4 when the registry has nothing to serve
+        (the one place this rule is written: serve's preflight and every load)."""
+        found = next((a for a in BASELINE_ALIASES if versions.get(a)), None)
+        if found is None:
+            raise Refused(
+                f"nothing to serve: {self.registry.model_name} has none of the aliases "
                 f"{', '.join(BASELINE_ALIASES)} in {self.registry.where}",
-                hint="train one first: `fraudctl train` registers a 'candidate'",
+                hint="`fraudctl train` registers a 'candidate'; `fraudctl promote` moves it on",
             )
+        return found
+
+    def load(self, versions: dict[str, str | None]) -> Variants:
+        baseline_alias = self.baseline_alias(versions)
         baseline = self._model(baseline_alias, versions[baseline_alias])
         canary = None
         if baseline_alias == "production" and versions.get(CANARY_ALIAS):

@@ -155,3 +155,16 @@ def test_config_init_writes_private_env_without_printing_secrets(
     assert secret not in result.out + result.err
     assert (isolated_env / ".env").stat().st_mode & 0o777 == 0o600
     assert cli("config", "init").code == 2  # refuses to overwrite
+
+
+def test_config_init_outside_a_checkout_uses_the_installed_template(
+    cli: RunCli, isolated_env: Path
+) -> None:
+    assert not (isolated_env / ".env.example").exists()
+    result = cli("config", "init", "--json")
+    assert result.code == 0, result.err
+    env = (isolated_env / ".env").read_text()
+    assert "FRAUDCTL_S3_SECRET_KEY=" in env and "FRAUDCTL_PROFILE" in env
+    assert set(result.json()["generated"]) >= {"FRAUDCTL_S3_ACCESS_KEY", "FRAUDCTL_REDIS_PASSWORD"}
+    missing = cli("config", "init", "--force", "--example", "nope.example")
+    assert missing.code == 2 and "nope.example" in missing.err

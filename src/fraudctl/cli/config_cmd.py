@@ -47,10 +47,28 @@ def show(ctx: typer.Context, as_json: JsonOption = False) -> None:
         console.print(f"{name}: {path or '(none)'}")
 
 
+def _template(example: Path | None) -> str:
+    """The chosen template, the checkout's, or the one installed with the package (so
+    `pip install fraudctl && fraudctl config init` works from any directory)."""
+    if example is None and Path(".env.example").is_file():
+        example = Path(".env.example")
+    if example is not None:
+        return example.read_text(encoding="utf-8")
+    from importlib.resources import files
+
+    return (files("fraudctl") / "data" / "env.example").read_text(encoding="utf-8")
+
+
 @app.command("init")
 def init(
     path: Annotated[Path, typer.Option(help="Where to write the dotenv file.")] = Path(".env"),
-    example: Annotated[Path, typer.Option(help="Template to copy.")] = Path(".env.example"),
+    example: Annotated[
+        Path | None,
+        typer.Option(
+            help="Template to copy (default: ./.env.example if there is one, else the "
+            "template installed with fraudctl)."
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -60,11 +78,11 @@ def init(
     """
     if path.exists() and not force:
         raise UsageError(f"{path} exists already", hint="pass --force to replace it")
-    if not example.is_file():
-        raise UsageError(f"template {example} not found", hint="run from the project root")
+    if example is not None and not example.is_file():
+        raise UsageError(f"template {example} not found", hint="give an existing file")
     generated: list[str] = []
     lines = []
-    for line in example.read_text(encoding="utf-8").splitlines():
+    for line in _template(example).splitlines():
         name = line.split("=", 1)[0].strip()
         if name in GENERATED_SECRETS and "=" in line:
             lines.append(f"{name}={secrets.token_hex(16)}")

@@ -189,7 +189,11 @@ def test_stack_down_leaves_no_started_process_alive(stack: dict[str, str], cli: 
     groups = {name: os.getpgid(r.pid) for name, r in recorded.items()}
     members = [p for p in psutil.process_iter() if _pgid(p) in groups.values()]
     assert len(members) >= 4
-    result = cli("stack", "down", "--native", "--json")
+    shown = cli("stack", "status", "--native", "--json")
+    assert shown.code == 0, shown.err
+    assert {s["state"] for s in shown.json()["services"]} == {"running"}
+    # Without --native too: down stops what `stack up --native` recorded (no Docker here).
+    result = cli("stack", "down", "--json")
     assert result.code == 0, result.err
     assert {s["state"] for s in result.json()["services"]} == {"stopped"}
     still = [p.pid for p in members if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

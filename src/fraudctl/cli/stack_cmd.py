@@ -73,19 +73,21 @@ def up(
 
 @app.command("down")
 def down(ctx: typer.Context, native: NativeOption = False, as_json: JsonOption = False) -> None:
-    """Stop exactly the services `stack up` started."""
-    settings = state_of(ctx).settings
-    if not native:
-        _compose("down")
-        return
+    """Stop exactly the services `stack up` started: the native processes it recorded
+    (with or without --native), else the compose stack."""
     from fraudctl.stack import native as native_stack
 
+    settings = state_of(ctx).settings
+    if not native and not native_stack.StackState.load(settings).services:
+        _compose("down")
+        return
     _render([r.as_dict() for r in native_stack.down(settings)], "native stack", as_json)
 
 
 @app.command("status")
-def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Show the processes the native stack recorded and whether they still run."""
+def status(ctx: typer.Context, native: NativeOption = False, as_json: JsonOption = False) -> None:
+    """Show the processes the native stack recorded and whether they still run
+    (--native is accepted for symmetry with up and down; it is what status shows)."""
     from fraudctl.stack import native as native_stack
 
     reports = native_stack.status(state_of(ctx).settings)

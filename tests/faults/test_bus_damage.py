@@ -33,11 +33,11 @@ def produce(bus: FileLogBus, values: list[bytes], batch: int = 97) -> None:
     assert producer.stats.acknowledged == len(values)
 
 
-def frames(directory: Path) -> dict[bytes, tuple[Path, int, int]]:
+def frames(directory: Path, topic: str = TOPIC) -> dict[bytes, tuple[Path, int, int]]:
     """value → (segment, first byte, end byte) of its frame, read off the intact log."""
     where = {}
     for position, body in scan(directory, Position(0, 0, 0)):
-        record = filelog.decode(TOPIC, 0, position.offset, body)
+        record = filelog.decode(topic, 0, position.offset, body)
         path = directory / f"{position.segment:020d}.log"
         where[record.value] = (path, position.byte, position.byte + FRAME.size + len(body))
     return where
@@ -199,3 +199,68 @@ def test_cli_truncated_last_bytes_are_reported_not_silent(cli: RunCli) -> None:
     clean = cli("bus", "check", "--json")
     assert clean.code == 0, clean.err
     assert clean.json()["quarantined"] >= 1
+
+
+def test_damage_injected_under_a_live_producer_costs_only_what_it_touched(
+    cli: RunCli,
+) -> None:
+    """A producer keeps writing while bytes it already wrote are flipped, and
+    `materialize --follow` reads through the damage: every acknowledged event that the
+    damage did not touch ends up offline exactly once."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fraudctl.adapters.offline import open_offline
+
+    cli("produce", "--count", "10", "--rate", "0", "--json")  # topics, settings home
+    settings = load_settings().settings
+    env = os.environ.copy()
+
+    def background(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "fraudctl", *args, "--json"], env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+
+    producer = background("produce", "--rate", "1500", "--duration", "10", "--label-delay", "0")
+    segment = settings.home / "bus" / "transactions" / "0" / f"{0:020d}.log"
+    deadline = time.monotonic() + 30
+    while not segment.exists() or segment.stat().st_size < 60_000:
+        assert time.monotonic() < deadline and producer.poll() is None
+        time.sleep(0.1)
+    where = frames(segment.parent, "transactions")
+    with segment.open("r+b") as handle:  # 4 bytes in the middle of what is written
+        handle.seek(30_000)
+        flipped = bytes(b ^ 0x5A for b in handle.read(4))
+        handle.seek(30_000)
+        handle.write(flipped)
+    touched = {v for v, (_p, start, end) in where.items() if start < 30_004 and end > 30_000}
+    follower = background("materialize", "--follow", "--flush-interval", "1", "--metrics-port", "0")
+    out, err = producer.communicate(timeout=120)
+    assert producer.returncode == 0, err
+    acknowledged = json.loads(out)["acknowledged"]
+    bus = FileLogBus(settings.home / "bus")
+    ends = bus.consumer("ends", ["transactions"]).end_offsets()
+    offsets = settings.home / "bus" / "_groups" / f"{settings.consumer_group}.json"
+    deadline = time.monotonic() + 180
+    while True:  # the follower has committed everything the producer wrote
+        assert follower.poll() is None, follower.communicate()
+        assert time.monotonic() < deadline, "the follower did not catch up in 180 s"
+        committed = json.loads(offsets.read_text()) if offsets.is_file() else {}
+        if all(committed.get(f"{t}/{p}", {}).get("offset", 0) >= e for (t, p), e in ends.items()):
+            break
+        time.sleep(0.5)
+    follower.send_signal(signal.SIGINT)
+    out, err = follower.communicate(timeout=120)
+    assert follower.returncode == 4, err
+    summary = json.loads(out)
+    (region,) = summary["bus_damage"]
+    assert region["path"] == str(segment) and region["records"] == len(touched)
+    table = open_offline(settings).read("events")
+    counts = Counter(table.column("event_id").to_pylist())
+    assert max(counts.values()) == 1
+    assert len(counts) == acknowledged + 10 - len(touched)

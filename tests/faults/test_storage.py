@@ -59,6 +59,13 @@ def read_only(path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=True)
 
 
+def produce_and_materialize(cli: RunCli, events: int) -> None:
+    made = cli("produce", "--count", str(events), "--rate", "0", "--label-delay", "0", "--json")
+    assert made.code == 0, made.err
+    done = cli("materialize", "--json")
+    assert done.code == 0, done.err
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     with tmpfs(tmp_path / "mnt", "400m") as mounted:
@@ -106,9 +113,7 @@ def test_disk_full_during_materialize_names_it_and_a_rerun_completes_exactly_onc
 def test_a_read_only_home_serves_the_reads_and_names_the_refused_writes(
     cli: RunCli, home: Path
 ) -> None:
-    made = cli("produce", "--count", "2000", "--rate", "0", "--label-delay", "0", "--json")
-    assert made.code == 0, made.err
-    assert cli("materialize", "--json").code == 0
+    produce_and_materialize(cli, 2000)
     with read_only(home):
         for read in (["bus", "check", "--json"], ["config", "show", "--json"],
                      ["features", "get", "user-1", "--json"], ["promote", "--history"],
@@ -126,9 +131,7 @@ def test_a_read_only_home_serves_the_reads_and_names_the_refused_writes(
 def test_disk_full_during_train_names_the_store_and_a_rerun_with_room_trains(
     cli: RunCli, home: Path
 ) -> None:
-    made = cli("produce", "--count", "6000", "--rate", "0", "--label-delay", "0", "--json")
-    assert made.code == 0, made.err
-    assert cli("materialize", "--json").code == 0
+    produce_and_materialize(cli, 6000)
     filler = fill(home)
     failed = cli("train", "--json")
     assert failed.code == 3, failed.err

@@ -179,9 +179,10 @@ def stop_ray() -> None:
         # prediction logs and answer 503 from then on; deleting the application then
         # waits for their graceful shutdown (``__del__`` flushes once more).
         control = _owned.get("control")
-        with contextlib.suppress(Exception):
-            if control is not None:
+        if control is not None:
+            with contextlib.suppress(Exception):  # the delete below must run regardless
                 ray.get(control.stop.remote(), timeout=5)
+        with contextlib.suppress(Exception):
             serve.delete(APP_NAME)
         serve.shutdown()  # type: ignore[no-untyped-call]
     finally:

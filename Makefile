@@ -7,12 +7,13 @@ FRAUDCTL := $(BIN)/fraudctl
 STAMP := $(VENV)/.installed
 
 
-.PHONY: help install tools system-deps demo test test-unit lint format services services-down clean lock dashboards docs diagram bench
+.PHONY: help install tools system-deps demo test test-fast test-unit lint format services services-down clean lock dashboards docs diagram bench
 
 help:
 	@echo "make demo          the whole loop end to end on the embedded default (fraudctl demo)"
 	@echo "make test          install, start native services on free ports, run every test"
-	@echo "make lint          ruff + mypy --strict"
+	@echo "make test-fast     the unit tier: no services (about a minute)"
+	@echo "make lint          ruff + mypy --strict + the layering contract (lint-imports)"
 	@echo "make services      start the compose platform (Docker), else the native stack"
 	@echo "make services-down stop it"
 	@echo "make dashboards    regenerate the Grafana dashboards from scripts/dashboards.py"
@@ -23,7 +24,7 @@ help:
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,native]'
 	touch $(STAMP)
 
 install: $(STAMP) system-deps tools
@@ -56,13 +57,17 @@ demo: install .env
 test: install
 	$(BIN)/python -m pytest -q --durations=20
 
-test-unit: install
-	$(BIN)/python -m pytest -q tests/unit
+# The inner loop: no services, no network (tests/unit; about a minute on 2 cores).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+
+test-unit: test-fast
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts noxfile.py
 	$(BIN)/ruff format --check src tests bench scripts noxfile.py
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests bench scripts noxfile.py

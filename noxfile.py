@@ -9,7 +9,7 @@ nox.options.sessions = ["lint", "tests"]
 
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev,native]")
     session.run("ruff", "check", "src", "tests", "bench", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "bench", "noxfile.py")
     session.run("mypy")
@@ -17,5 +17,5 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev,native]")
     session.run("pytest", "-q", *session.posargs)

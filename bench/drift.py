@@ -59,7 +59,7 @@ def frame(rows: int, seed: int, amount_scale: float) -> Any:
 
 
 def fraudctl_json(reference: Any, current: Any) -> list[dict[str, Any]]:
-    from fraudctl.drift import feature_drift
+    from fraudctl.adapters.drift_psi import feature_drift
     from fraudctl.model import CATEGORIES
     from fraudctl.services.drift import MONITORED
 
@@ -76,9 +76,11 @@ def fraudctl_json(reference: Any, current: Any) -> list[dict[str, Any]]:
 
 
 def evidently_preset(reference: Any, current: Any) -> Any:
-    from fraudctl.services.drift import evidently_snapshot
+    from fraudctl.adapters.drift_psi import evidently_snapshot
+    from fraudctl.model import CATEGORIES
+    from fraudctl.services.drift import MONITORED
 
-    return evidently_snapshot(reference, current)
+    return evidently_snapshot(reference, current, MONITORED, CATEGORIES)
 
 
 def timed(action: Any) -> tuple[float, Any]:
@@ -88,7 +90,9 @@ def timed(action: Any) -> tuple[float, Any]:
 
 
 def main() -> None:
-    from fraudctl.services.drift import write_report
+    from fraudctl.adapters.drift_psi import write_report
+    from fraudctl.model import CATEGORIES
+    from fraudctl.services.drift import MONITORED
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -103,7 +107,7 @@ def main() -> None:
 
         def with_report() -> None:
             fraudctl_json(reference, current)
-            write_report(reference, current, report)
+            write_report(reference, current, report, MONITORED, CATEGORIES)
 
         report_s, _ = timed(with_report)
         report_bytes = report.stat().st_size

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fraudctl.config import profile_defaults
+
 OUT = Path(__file__).resolve().parents[1] / "compose" / "grafana" / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 SERVE = 'job="fraudctl-serve"'
@@ -23,9 +25,12 @@ MAT = 'job="fraudctl-materialize"'
 RI = "[$__rate_interval]"
 FIVE_XX = 'code=~"5.."'
 AGREE = 'agree="true"'
-LATENCY_SLO_S = 0.2
+# The thresholds the gates apply (settings defaults: fraudctl.config), drawn as lines.
+_LIMITS = profile_defaults("local", Path("/"))
+LATENCY_SLO_S = _LIMITS["canary_max_p95_ms"] / 1000
+MAX_ERROR_RATE = _LIMITS["canary_max_error_rate"]
+DRIFT_THRESHOLD = _LIMITS["drift_threshold"]
 AVAILABILITY_SLO = 0.995
-DRIFT_THRESHOLD = 0.3
 FRESHNESS_SLO_S = 120
 
 
@@ -255,7 +260,7 @@ def traffic_split() -> dict[str, Any]:
                     ),
                 ],
                 unit="percentunit",
-                line=0.01,
+                line=MAX_ERROR_RATE,
                 description="Rows the variant's model failed to score; a failing canary's "
                 "rows are served by the baseline.",
             ),

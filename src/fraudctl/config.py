@@ -98,6 +98,21 @@ class Settings(BaseModel):
     promote_canary_min_requests: int = Field(
         ge=1, description="Requests a canary must have served before 'production'."
     )
+    canary_max_error_rate: float = Field(
+        ge=0, le=1, description="Canary error rate above which watch and promote say no."
+    )
+    canary_max_p95_ms: float = Field(
+        gt=0, description="Canary p95 latency (ms) above which watch and promote say no."
+    )
+    drift_threshold: float = Field(
+        gt=0, description="Drift score (largest PSI) at or above which drift is reported."
+    )
+    serve_drain_s: float = Field(
+        ge=0,
+        le=600,
+        description="Seconds a stopping Ray Serve replica keeps answering 503 (so a load "
+        "balancer can take it out) before it exits.",
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -207,9 +222,16 @@ def profile_defaults(profile: Profile, home: Path) -> dict[str, Any]:
         "promote_auc_floor": 0.8,
         "promote_eval_events": 5000,
         "promote_canary_min_requests": 500,
+        "canary_max_error_rate": 0.01,
+        "canary_max_p95_ms": 200.0,  # the scoring SLO (docs/serve.md)
+        "drift_threshold": 0.3,  # PSI's customary "significant shift"
+        # One host, nothing in front to deregister from: a short drain; a cluster behind
+        # a load balancer keeps Ray Serve's own 30 s.
+        "serve_drain_s": 2.0,
     }
     if profile == "stack":
         return common | {
+            "serve_drain_s": 30.0,
             "bus": "kafka",
             "offline_store": "s3",
             "online_store": "redis",

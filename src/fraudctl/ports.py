@@ -8,6 +8,18 @@ from typing import Any, NamedTuple, Protocol
 
 TopicPartition = tuple[str, int]
 
+# The freshness mark materialize raises and serving reads: the newest event time
+# written to the online store (a mark of the dedupe store; see :class:`Marks`).
+ONLINE_NEWEST_MARK = "online_newest_event_ts"
+
+
+class Marks(Protocol):
+    """Monotonic named marks beside the dedupe state (freshness watermarks)."""
+
+    def get_mark(self, name: str) -> float | None: ...
+
+    def raise_mark(self, name: str, value: float) -> None: ...
+
 
 class Record(NamedTuple):
     """One message read from the bus."""

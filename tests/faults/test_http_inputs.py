@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from fraudctl.observability import ServeMetrics
+from fraudctl.adapters.metrics import ServeMetrics
 from fraudctl.serving import app as app_module
 from fraudctl.serving.control import Control
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fraudctl.drift import psi_from_counts
+from fraudctl.adapters.drift_psi import psi_from_counts
 from tests.conftest import RunCli
 
 DAY = 86_400

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from fraudctl.drift import (
+from fraudctl.adapters.drift_psi import (
     MISSING,
     bin_count,
     feature_drift,

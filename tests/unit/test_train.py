@@ -12,7 +12,6 @@ import pytest
 
 from fraudctl.adapters.offline import open_offline
 from fraudctl.adapters.tables import events_table, labels_table
-from fraudctl.cli.common import parse_duration, parse_time_bound
 from fraudctl.config import load_settings
 from fraudctl.contract import LabelRecord, Transaction
 from fraudctl.errors import Refused, UsageError
@@ -26,6 +25,7 @@ from fraudctl.services.train import (
     labeled_events,
     split_by_time,
 )
+from fraudctl.timespec import parse_duration, parse_time_bound
 from tests.conftest import RunCli
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

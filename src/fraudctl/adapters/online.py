@@ -12,14 +12,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fraudctl.config import Settings, environ, mask_url
-from fraudctl.errors import BackendUnavailable
-from fraudctl.feast_repo import (
+from fraudctl.adapters.feast_repo import (
     USER_STATE_VIEW,
     definitions,
     fingerprint,
     repo_config,
 )
+from fraudctl.config import Settings, environ, mask_url
+from fraudctl.errors import BackendUnavailable
 from fraudctl.features import UserWindow
 
 READ_CHUNK = 2000

@@ -29,7 +29,7 @@ def demo(
     profile the run gets its own topics, bucket and model name on the running services.
     Exit 0 when every step did what it should.
     """
-    from fraudctl.services.demo import Demo, DemoPlan, DemoStepFailed, demo_home
+    from fraudctl.cli.demo_steps import Demo, DemoPlan, DemoStepFailed, demo_home
 
     state = state_of(ctx)
     settings = state.settings

@@ -28,8 +28,12 @@ def drift(
         typer.Option(help="predictions (the serving prediction log) or events (materialized)."),
     ] = "predictions",
     threshold: Annotated[
-        float, typer.Option(min=0.0, help="Drift when the largest PSI reaches this.")
-    ] = 0.3,
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Drift when the largest PSI reaches this (default: setting drift_threshold, 0.3).",
+        ),
+    ] = None,
     min_rows: Annotated[
         int, typer.Option(min=1, help="Fewer rows in either window: insufficient_data.")
     ] = 500,
@@ -54,15 +58,15 @@ def drift(
     if source not in SOURCES:
         raise UsageError(f"--source {source!r} is not known", hint="use predictions or events")
     now = datetime.now(UTC)
+    settings = state_of(ctx).settings
     options = DriftOptions(
         WindowSpec.parse("--reference", reference, now=now, training_allowed=True),
         WindowSpec.parse("--current", current, now=now, training_allowed=False),
         source,
-        threshold,
+        settings.drift_threshold if threshold is None else threshold,
         min_rows,
         report,
     )
-    settings = state_of(ctx).settings
     with err_console.status("measuring drift…") as status:
         result = run_drift(settings, options, lambda m: status.update(f"{m}…"))
     outcome = result.as_dict()

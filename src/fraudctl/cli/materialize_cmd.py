@@ -14,10 +14,10 @@ from fraudctl.cli.common import (
     console,
     err_console,
     key_values,
-    parse_time_bound,
     print_json,
     state_of,
 )
+from fraudctl.timespec import parse_time_bound
 
 LAG_REFRESH_S = 10.0
 
@@ -280,7 +280,7 @@ def _follow(
     metrics_port: int,
     should_stop: Callable[[], bool],
 ) -> Any:
-    from fraudctl.observability import MaterializeMetrics
+    from fraudctl.adapters.metrics import MaterializeMetrics
 
     metrics = MaterializeMetrics()
     if metrics_port:

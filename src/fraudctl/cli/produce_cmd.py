@@ -17,11 +17,11 @@ from fraudctl.cli.common import (
     console,
     err_console,
     key_values,
-    parse_duration,
     print_json,
     state_of,
 )
 from fraudctl.errors import ExitCode, UsageError
+from fraudctl.timespec import parse_duration
 
 if TYPE_CHECKING:
     from fraudctl.services.produce import ProduceSummary

@@ -28,7 +28,8 @@ def promote(
     """Move a registry alias through its gates: to staging when the version's ROC AUC on
     the newest labeled events is at least staging's (or the configured floor) and the
     newest drift result is ok; to production when it has served as canary with enough
-    requests, ≤ 1 % errors and p95 ≤ 200 ms. Every decision is recorded.
+    requests and its error rate and p95 within the limits (settings canary_max_error_rate,
+    canary_max_p95_ms: 1 % and 200 ms by default). Every decision is recorded.
 
     Exit 0 promoted (or --dry-run passed), 4 refused or lost to a concurrent promote,
     3 a backend unreachable.

@@ -10,17 +10,17 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from fraudctl.adapters.serve_client import call_server
 from fraudctl.cli.common import (
     GracefulStop,
     JsonOption,
     console,
     err_console,
     key_values,
-    parse_duration,
     print_json,
     state_of,
 )
-from fraudctl.serving.client import call_server
+from fraudctl.timespec import parse_duration
 
 UrlOption = Annotated[
     str,
@@ -222,12 +222,18 @@ def _print_change(change: dict[str, Any], as_json: bool) -> None:
 
 @canary_app.command("watch")
 def watch(
+    ctx: typer.Context,
     url: UrlOption = DEFAULT_URL,
     auto_rollback: Annotated[
         bool, typer.Option("--auto-rollback", help="Roll back when a threshold is crossed.")
     ] = False,
-    max_error_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.01,
-    max_p95_ms: Annotated[float, typer.Option(min=0)] = 200.0,
+    max_error_rate: Annotated[
+        float | None,
+        typer.Option(min=0, max=1, help="Default: setting canary_max_error_rate (0.01)."),
+    ] = None,
+    max_p95_ms: Annotated[
+        float | None, typer.Option(min=0, help="Default: setting canary_max_p95_ms (200).")
+    ] = None,
     min_requests: Annotated[int, typer.Option(min=1)] = 200,
     window: Annotated[str, typer.Option(help="Trailing window judged, e.g. 5m.")] = "5m",
     interval: Annotated[str, typer.Option(help="Time between checks.")] = "5s",
@@ -240,7 +246,14 @@ def watch(
     an error rate or p95 above the limits is a breach. With --auto-rollback a breach sets
     the canary to 0 % (recording what was seen) and exits 4."""
     from fraudctl.errors import Refused
+    from fraudctl.gates import CanaryWindow, Limits, canary_breach
 
+    defaults = Limits.of(state_of(ctx).settings)
+    limits = Limits(
+        max_error_rate=defaults.max_error_rate if max_error_rate is None else max_error_rate,
+        max_p95_ms=defaults.max_p95_ms if max_p95_ms is None else max_p95_ms,
+        min_requests=min_requests,
+    )
     window_s = parse_duration("--window", window)
     every_s = parse_duration("--interval", interval)
     until = time.monotonic() + parse_duration("--for", for_) if for_ else None
@@ -249,7 +262,8 @@ def watch(
         while not stop.requested() and (until is None or time.monotonic() < until):
             result = call_server(url, "GET", f"/v1/canary?window={window_s}")
             checks += 1
-            breach = _breach(result, max_error_rate, max_p95_ms, min_requests)
+            seen = CanaryWindow.of(result["variants"].get("canary"), result["window_s"])
+            breach = canary_breach(seen, result["canary_weight"], limits)
             if breach is not None:
                 if not auto_rollback:
                     err_console.print(f"[red]breach[/red]: {breach}")
@@ -274,19 +288,3 @@ def watch(
         print_json(summary)
     else:
         console.print(f"no breach in {checks} check(s)")
-
-
-def _breach(
-    result: dict[str, Any], max_error_rate: float, max_p95_ms: float, min_requests: int
-) -> str | None:
-    stats = result["variants"].get("canary")
-    if not stats or result["canary_weight"] <= 0 or stats["requests"] < min_requests:
-        return None
-    if stats["error_rate"] > max_error_rate:
-        return (
-            f"error rate {stats['error_rate']:.2%} > {max_error_rate:.2%} over "
-            f"{stats['requests']} canary requests in {result['window_s']:g} s"
-        )
-    if stats["p95_ms"] is not None and stats["p95_ms"] > max_p95_ms:
-        return f"p95 {stats['p95_ms']:.1f} ms > {max_p95_ms:g} ms over {stats['requests']} requests"
-    return None

@@ -12,11 +12,10 @@ from fraudctl.cli.common import (
     console,
     err_console,
     key_values,
-    parse_duration,
-    parse_time_bound,
     print_json,
     state_of,
 )
+from fraudctl.timespec import parse_duration, parse_time_bound
 
 if TYPE_CHECKING:
     from fraudctl.services.train import TrainOptions

@@ -1,5 +1,5 @@
 """`fraudctl drift`: compare a current window of model inputs and scores with a reference
-window, per feature (PSI, `fraudctl.drift`), write an Evidently report, and record the
+window, per feature (PSI, `fraudctl.adapters.drift_psi`), write an Evidently report, and record the
 result where `promote` and Prometheus find it."""
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from fraudctl.adapters.drift_psi import FeatureDrift, feature_drift, write_report
+from fraudctl.adapters.metrics import push_drift_gauges
 from fraudctl.config import Settings
-from fraudctl.drift import FeatureDrift, feature_drift
 from fraudctl.errors import Refused, UsageError
+from fraudctl.gates import BASELINE_ALIASES, baseline_alias, drift_status
 from fraudctl.model import CATEGORIES, MODEL_INPUTS
 
 SOURCES = ("predictions", "events")
@@ -33,7 +35,7 @@ class WindowSpec:
 
     @staticmethod
     def parse(option: str, text: str, *, now: datetime, training_allowed: bool) -> WindowSpec:
-        from fraudctl.cli.common import parse_duration, parse_time_bound
+        from fraudctl.timespec import parse_duration, parse_time_bound
 
         cleaned = text.strip()
         if cleaned == "training":
@@ -136,15 +138,14 @@ def run_drift(
 ) -> DriftResult:
     from fraudctl.adapters.offline import open_offline
     from fraudctl.adapters.registry import Registry, load_version, resolve_alias
-    from fraudctl.serving.scorer import BASELINE_ALIASES
 
     started = time.monotonic()
     offline = open_offline(settings)
     registry = Registry(settings)
     progress("finding the baseline model")
     with registry.session() as mlflow:
-        found = {a: resolve_alias(registry, mlflow, a) for a in BASELINE_ALIASES}
-        alias = next((a for a in BASELINE_ALIASES if found[a]), None)
+        found = {str(a): resolve_alias(registry, mlflow, a) for a in BASELINE_ALIASES}
+        alias = baseline_alias(found)
         if alias is None:
             raise Refused(
                 f"no model to compare with: {registry.model_name} has none of the aliases "
@@ -206,76 +207,29 @@ def run_drift(
         ]
         result.features = [d.as_dict() for d in drifts]
         result.drift_score = max(d.psi for d in drifts)
-        result.status = "drift" if result.drift_score >= options.threshold else "ok"
+        result.status = drift_status(result.drift_score, options.threshold)
         progress("writing the Evidently report")
         report = options.report or settings.home / "drift" / f"drift-{int(time.time())}.html"
-        write_report(reference, current, report)
+        write_report(reference, current, report, MONITORED, CATEGORIES)
         result.report = str(report)
         result.report_uri = offline.copy_file(report, f"drift-reports/{report.name}")
         result.run_id = log_to_mlflow(registry, result, report)
     result.elapsed_s = round(time.monotonic() - started, 3)
     if settings.pushgateway_url:
         progress("pushing the gauges")
-        push_gauges(settings.pushgateway_url, result)
+        _push(settings.pushgateway_url, result)
     record(offline, result)
     return result
 
 
-STATUS_CODES = {"ok": 0, "drift": 1, "insufficient_data": 2}
-
-
-def push_gauges(url: str, result: DriftResult) -> None:
-    """The result as Prometheus gauges on a Pushgateway (job ``fraudctl_drift``, grouped
-    by model): ``fraudctl_drift_psi{feature}``, ``fraudctl_drift_score``,
-    ``fraudctl_drift_status`` (0 ok, 1 drift, 2 insufficient data) and the time of the
-    run.  A push that fails is reported in the result; the verdict stands."""
-    from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
-
-    registry = CollectorRegistry()
-    psi = Gauge("fraudctl_drift_psi", "PSI per monitored feature.", ["feature"], registry=registry)
-    for feature in result.features:
-        psi.labels(feature["feature"]).set(feature["psi"])
-    if result.drift_score is not None:
-        Gauge("fraudctl_drift_score", "Largest PSI.", registry=registry).set(result.drift_score)
-    Gauge("fraudctl_drift_status", "0 ok, 1 drift, 2 insufficient data.", registry=registry).set(
-        STATUS_CODES[result.status]
-    )
-    Gauge(
-        "fraudctl_drift_last_run_timestamp_seconds", "When drift last ran.", registry=registry
-    ).set_to_current_time()
-    try:
-        push_to_gateway(
-            url,
-            job="fraudctl_drift",
-            registry=registry,
-            grouping_key={"model": result.model["name"]},
-            timeout=5,
-        )
+def _push(url: str, result: DriftResult) -> None:
+    """The gauges to the Pushgateway; a push that fails is reported, the verdict stands."""
+    psi = {f["feature"]: f["psi"] for f in result.features}
+    error = push_drift_gauges(url, result.model["name"], psi, result.drift_score, result.status)
+    if error is None:
         result.pushed_to = url
-    except OSError as exc:
-        result.push_error = f"Pushgateway {url}: {exc}"
-
-
-def evidently_snapshot(reference: Any, current: Any) -> Any:
-    """Evidently's data drift preset (PSI) over the monitored columns."""
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
-
-    definition = DataDefinition(
-        numerical_columns=[c for c in MONITORED if c not in CATEGORIES],
-        categorical_columns=list(CATEGORIES),
-    )
-    return Report([DataDriftPreset(method="psi")]).run(
-        Dataset.from_pandas(current[list(MONITORED)], data_definition=definition),
-        Dataset.from_pandas(reference[list(MONITORED)], data_definition=definition),
-    )
-
-
-def write_report(reference: Any, current: Any, path: Path) -> None:
-    """The Evidently snapshot as one HTML file."""
-    snapshot = evidently_snapshot(reference, current)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    snapshot.save_html(str(path))
+    else:
+        result.push_error = error
 
 
 def log_to_mlflow(registry: Any, result: DriftResult, report: Path) -> str:

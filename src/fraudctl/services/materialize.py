@@ -39,11 +39,10 @@ from fraudctl.config import Settings
 from fraudctl.contract import LabelRecord, Transaction, judged_at, validate_bytes
 from fraudctl.errors import BackendUnavailable
 from fraudctl.features import Txn, UserWindow
-from fraudctl.ports import BusConsumer, BusProducer, Record, TopicPartition
+from fraudctl.ports import ONLINE_NEWEST_MARK, BusConsumer, BusProducer, Record, TopicPartition
 from fraudctl.workers import add_counts, run_workers
 
 POLL_BATCH = 50_000
-ONLINE_NEWEST_MARK = "online_newest_event_ts"
 FRESHNESS_SLO_S = 120.0
 WINDOW_CACHE_USERS = 500_000
 ORIGIN_CACHE_IDS = 2_000_000

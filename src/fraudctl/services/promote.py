@@ -7,15 +7,17 @@ decision — passed or not — with what each gate measured.
   there is no ``staging``; the **drift gate** needs the newest drift result to be ``ok``
   with a score below the drift threshold.
 - ``production`` (for ``staging`` or ``--version``): the **canary gate** needs the
-  version to have served as canary on the running server for enough requests, with an
-  error rate ≤ 1 % and a p95 within the 200 ms SLO; passing also sets the canary share
-  to 0.  With no ``production`` yet nothing is being protected: the gate is waived and
-  the waiver recorded.
+  version to have served as canary on the running server for enough requests, within
+  the error-rate and p95 limits (settings ``canary_max_error_rate``,
+  ``canary_max_p95_ms``); passing also sets the canary share to 0.  With no
+  ``production`` yet nothing is being protected: the gate is waived and the waiver
+  recorded.
 
 An alias moves by compare-and-set under a lock (a Redis key in ``stack``, a file lock in
 ``local``): if the alias changed while the gates were evaluated, this promotion lost
 and says to whom.  Every decision is appended to the promotion log in the offline store
-and tagged on the model version.
+and tagged on the model version.  The verdicts themselves are pure functions in
+:mod:`fraudctl.gates`; this module measures and moves.
 """
 
 from __future__ import annotations
@@ -31,24 +33,24 @@ from typing import Any
 
 from fraudctl.config import Settings
 from fraudctl.errors import BackendUnavailable, Refused
+from fraudctl.gates import (
+    PROMOTION_TARGETS,
+    Alias,
+    AucWindow,
+    CanaryWindow,
+    Gate,
+    Limits,
+    auc_gate,
+    canary_gate,
+    canary_waived,
+    drift_gate,
+    promotion_source,
+)
 
-TARGETS = ("staging", "production")
+TARGETS = tuple(str(a) for a in PROMOTION_TARGETS)
 PROMOTIONS = "promotions"  # in the offline store: one JSON object per decision
-MAX_CANARY_ERROR_RATE = 0.01
-SLO_P95_MS = 200.0
-DRIFT_THRESHOLD = 0.3
-MIN_EVAL_ROWS = 200
 LOCK_TIMEOUT_S = 30.0
 CANARY_WINDOW_S = 3600.0
-
-
-@dataclass
-class Gate:
-    name: str
-    passed: bool
-    measured: dict[str, Any]
-    rule: str
-    detail: str
 
 
 @dataclass
@@ -72,7 +74,7 @@ class Decision:
         return [g for g in self.gates if not g.passed]
 
 
-# -- gates ----------------------------------------------------------------------------
+# -- measuring for the gates (the verdicts are fraudctl.gates) ------------------------
 
 
 def evaluation_rows(offline: Any, feast: Any, newest: int) -> Any:
@@ -84,109 +86,25 @@ def evaluation_rows(offline: Any, feast: Any, newest: int) -> Any:
     return frame.tail(newest)
 
 
-def auc_gate(frame: Any, version_model: Any, staging_model: Any | None, floor: float) -> Gate:
+def measure_auc(frame: Any, version_model: Any, staging_model: Any | None, limits: Limits) -> Gate:
+    """Score the version (and staging) on the same labeled rows; the AUC gate decides."""
     from sklearn.metrics import roc_auc_score
 
     labels = frame["label"].to_numpy()
-    window = {
-        "rows": len(frame),
-        "fraud": int(labels.sum()) if len(frame) else 0,
-        "first_event": str(frame["event_timestamp"].iloc[0]) if len(frame) else None,
-        "last_event": str(frame["event_timestamp"].iloc[-1]) if len(frame) else None,
-    }
-    if len(frame) < MIN_EVAL_ROWS or len(set(labels.tolist())) < 2:
-        return Gate(
-            "auc",
-            False,
-            window,
-            f"≥ {MIN_EVAL_ROWS} labeled events of both classes",
-            f"too little labeled data to compare: {window['rows']} events, "
-            f"{window['fraud']} fraud; materialize more labeled events",
-        )
+    window = AucWindow(
+        rows=len(frame),
+        fraud=int(labels.sum()) if len(frame) else 0,
+        first_event=str(frame["event_timestamp"].iloc[0]) if len(frame) else None,
+        last_event=str(frame["event_timestamp"].iloc[-1]) if len(frame) else None,
+    )
+    if not window.comparable(limits):
+        return auc_gate(window, None, None, limits)
     auc = float(roc_auc_score(labels, version_model.scores(frame)))
-    measured = window | {"roc_auc": round(auc, 6)}
-    if staging_model is None:
-        passed = auc >= floor
-        return Gate(
-            "auc",
-            passed,
-            measured,
-            f"ROC AUC ≥ floor {floor} (no staging yet)",
-            f"ROC AUC {auc:.4f} {'≥' if passed else '<'} floor {floor}",
-        )
-    staging_auc = float(roc_auc_score(labels, staging_model.scores(frame)))
-    measured |= {"staging_version": staging_model.version, "staging_roc_auc": round(staging_auc, 6)}
-    passed = auc >= staging_auc
-    return Gate(
-        "auc",
-        passed,
-        measured,
-        "ROC AUC ≥ staging's on the same window",
-        f"ROC AUC {auc:.4f} {'≥' if passed else '<'} staging v{staging_model.version} "
-        f"{staging_auc:.4f} on the newest {len(frame):,} labeled events",
-    )
-
-
-def drift_gate(newest: dict[str, Any] | None) -> Gate:
-    rule = f"newest drift result ok with score < {DRIFT_THRESHOLD}"
-    if newest is None:
-        return Gate("drift", False, {}, rule, "no drift result yet: run `fraudctl drift`")
-    score = newest.get("drift_score")
-    measured = {
-        "status": newest["status"],
-        "drift_score": score,
-        "measured_at": newest.get("measured_at"),
-        "current": newest.get("current"),
-    }
-    if newest["status"] == "insufficient_data":
-        return Gate("drift", False, measured, rule, "the newest drift result had too little data")
-    passed = newest["status"] == "ok" and score is not None and score < DRIFT_THRESHOLD
-    worst = max(newest.get("features") or [{}], key=lambda f: f.get("psi", 0.0))
-    return Gate(
-        "drift",
-        passed,
-        measured,
-        rule,
-        f"drift score {score:.4f} {'<' if passed else '≥'} {DRIFT_THRESHOLD}"
-        + ("" if passed else f" (largest: {worst.get('feature')} {worst.get('psi', 0):.4f})"),
-    )
-
-
-def canary_gate(status: dict[str, Any], version: str, min_requests: int) -> Gate:
-    rule = (
-        f"served as canary for ≥ {min_requests} requests, error rate ≤ "
-        f"{MAX_CANARY_ERROR_RATE:.0%}, p95 ≤ {SLO_P95_MS:.0f} ms"
-    )
-    canary = (status.get("models") or {}).get("canary") or {}
-    stats = (status.get("variants") or {}).get("canary") or {}
-    measured = {
-        "serving_version": canary.get("model_version"),
-        "requests": stats.get("requests", 0),
-        "error_rate": stats.get("error_rate"),
-        "p95_ms": stats.get("p95_ms"),
-        "window_s": status.get("window_s"),
-    }
-    if canary.get("model_version") != version:
-        return Gate(
-            "canary",
-            False,
-            measured,
-            rule,
-            f"version {version} is not the canary on the server "
-            f"(canary: {canary.get('model_version') or 'none'})",
-        )
-    problems = []
-    if measured["requests"] < min_requests:
-        problems.append(f"{measured['requests']} requests < {min_requests}")
-    if (measured["error_rate"] or 0.0) > MAX_CANARY_ERROR_RATE:
-        problems.append(f"error rate {measured['error_rate']:.2%} > {MAX_CANARY_ERROR_RATE:.0%}")
-    if measured["p95_ms"] is not None and measured["p95_ms"] > SLO_P95_MS:
-        problems.append(f"p95 {measured['p95_ms']:.1f} ms > {SLO_P95_MS:.0f} ms")
-    detail = "; ".join(problems) or (
-        f"{measured['requests']} requests, error rate {measured['error_rate']:.2%}, "
-        f"p95 {measured['p95_ms']:.1f} ms"
-    )
-    return Gate("canary", not problems, measured, rule, detail)
+    staging = None
+    if staging_model is not None:
+        staging_auc = float(roc_auc_score(labels, staging_model.scores(frame)))
+        staging = (str(staging_model.version), staging_auc)
+    return auc_gate(window, auc, staging, limits)
 
 
 # -- the lock and the log -------------------------------------------------------------
@@ -274,19 +192,21 @@ def promote(
 
     offline = open_offline(settings)
     registry = Registry(settings)
+    limits = Limits.of(settings)
     progress("reading the aliases")
     decision, production = _decision(registry, options)
-    if options.to == "staging":
-        decision.gates = _staging_gates(settings, offline, registry, decision, progress)
+    if options.to == Alias.STAGING:
+        decision.gates = _staging_gates(settings, offline, registry, decision, progress, limits)
     elif production is None:
-        decision.gates = [
-            Gate("canary", True, {}, "waived", "no production model yet: nothing to protect")
-        ]
+        decision.gates = [canary_waived()]
     else:
         progress("reading the canary's serving metrics")
         status = (canary_status or _canary_status)(options.serve_url)
+        canary = (status.get("models") or {}).get("canary") or {}
+        window = CanaryWindow.of((status.get("variants") or {}).get("canary"),
+                                 status.get("window_s"))  # fmt: skip
         decision.gates = [
-            canary_gate(status, decision.version, settings.promote_canary_min_requests)
+            canary_gate(window, canary.get("model_version"), decision.version, limits)
         ]
     failed = decision.failed()
     if failed:
@@ -296,7 +216,7 @@ def promote(
     else:
         progress(f"moving '{options.to}' to version {decision.version}")
         _move(settings, registry, decision)
-        if decision.outcome == "promoted" and options.to == "production" and production:
+        if decision.outcome == "promoted" and options.to == Alias.PRODUCTION and production:
             reason = f"version {decision.version} promoted to production"
             try:
                 (set_canary or _set_canary)(options.serve_url, 0.0, reason)
@@ -313,11 +233,11 @@ def _decision(registry: Any, options: PromoteOptions) -> tuple[Decision, str | N
     from fraudctl.adapters.registry import resolve_alias
     from fraudctl.services.train import git_commit
 
-    source = "candidate" if options.to == "staging" else "staging"
+    source = promotion_source(Alias(options.to))
     with registry.session() as mlflow:
         version = options.version or resolve_alias(registry, mlflow, source)
         previous = resolve_alias(registry, mlflow, options.to)
-        production = resolve_alias(registry, mlflow, "production")
+        production = resolve_alias(registry, mlflow, Alias.PRODUCTION)
         if version is None:
             raise Refused(
                 f"nothing to promote: {registry.model_name} has no '{source}' alias",
@@ -368,7 +288,12 @@ def _move(settings: Settings, registry: Any, decision: Decision) -> None:
 
 
 def _staging_gates(
-    settings: Settings, offline: Any, registry: Any, decision: Decision, progress: Any
+    settings: Settings,
+    offline: Any,
+    registry: Any,
+    decision: Decision,
+    progress: Any,
+    limits: Limits,
 ) -> list[Gate]:
     from fraudctl.adapters.online import OnlineState
     from fraudctl.adapters.registry import load_version
@@ -376,27 +301,27 @@ def _staging_gates(
 
     progress("loading the models")
     with registry.session() as mlflow:
-        model = load_version(registry, mlflow, decision.version, "candidate")
+        model = load_version(registry, mlflow, decision.version, Alias.CANDIDATE)
         staging = None
         if decision.previous is not None:
-            staging = load_version(registry, mlflow, decision.previous, "staging")
+            staging = load_version(registry, mlflow, decision.previous, Alias.STAGING)
     progress("scoring the newest labeled events")
     feast = OnlineState(settings, offline.uri)
     frame = evaluation_rows(offline, feast, settings.promote_eval_events)
     return [
-        auc_gate(frame, model, staging, settings.promote_auc_floor),
-        drift_gate(latest(settings)),
+        measure_auc(frame, model, staging, limits),
+        drift_gate(latest(settings), limits),
     ]
 
 
 def _canary_status(url: str) -> dict[str, Any]:
-    from fraudctl.serving.client import call_server
+    from fraudctl.adapters.serve_client import call_server
 
     status: dict[str, Any] = call_server(url, "GET", f"/v1/canary?window={CANARY_WINDOW_S}")
     return status
 
 
 def _set_canary(url: str, weight: float, reason: str) -> Any:
-    from fraudctl.serving.client import call_server
+    from fraudctl.adapters.serve_client import call_server
 
     return call_server(url, "POST", "/v1/canary", {"weight": weight, "reason": reason})

@@ -33,12 +33,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fraudctl.adapters.feast_repo import EVENT_FEATURES_VIEW
 from fraudctl.adapters.offline import ParquetStore
 from fraudctl.adapters.online import OnlineState
 from fraudctl.adapters.registry import Registry
 from fraudctl.errors import Refused
-from fraudctl.feast_repo import EVENT_FEATURES_VIEW
 from fraudctl.features import FEATURE_NAMES, FEATURES_VERSION
+from fraudctl.gates import Alias
 from fraudctl.model import (
     MODEL_INPUTS,
     THRESHOLD_RULE,
@@ -51,7 +52,7 @@ from fraudctl.model import (
 
 MIN_LABELED_EVENTS = 1_000
 VALIDATION_SHARE = 0.2
-CANDIDATE_ALIAS = "candidate"
+CANDIDATE_ALIAS = Alias.CANDIDATE
 IMPORTANCE_ROWS = 10_000  # holdout rows sampled for permutation importances
 IMPORTANCE_REPEATS = 3
 EVENT_COLUMNS = ("event_id", "event_ts", "transaction_amount", "country", "device")

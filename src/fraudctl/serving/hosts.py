@@ -125,6 +125,9 @@ def start_ray(
         os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
         os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(port)
         os.environ["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(port + 1)
+        # A stopping replica answers 503 for this long before it exits (Serve's default
+        # 30 s is for a load balancer to deregister it; docs/serve.md#stopping).
+        os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = str(settings.serve_drain_s)
         proxy_port = _free_port(host)
     ray.init(
         # "local": always a fresh private instance, never a leftover one found on the machine

@@ -24,14 +24,12 @@ from fraudctl.config import Settings
 from fraudctl.contract import Transaction
 from fraudctl.errors import BackendUnavailable, Refused
 from fraudctl.features import FEATURE_NAMES, Txn, compute_features
+from fraudctl.gates import BASELINE_ALIASES, CANARY_ALIAS, SHADOW_ALIAS, Alias, baseline_alias
 from fraudctl.model import LoadedModel
 from fraudctl.serving.control import LiveStats
 
 log = logging.getLogger("fraudctl.serve")
 
-BASELINE_ALIASES = ("production", "staging", "candidate")  # first that exists
-CANARY_ALIAS = "staging"
-SHADOW_ALIAS = "candidate"
 RELOAD_S = 10.0  # how often aliases are checked
 STATS_S = 1.0  # how often live statistics go to the control plane
 LOG_FLUSH_S = 5.0  # prediction log: a Parquet file at most this often per replica
@@ -73,7 +71,7 @@ class Variants:
             }
 
         note = None
-        if self.baseline_alias != "production":
+        if self.baseline_alias != Alias.PRODUCTION:
             note = f"no 'production' alias yet: the baseline serves '{self.baseline_alias}'"
         return {
             "baseline": one(self.baseline),
@@ -101,15 +99,12 @@ class ModelSource:
         from fraudctl.adapters.registry import resolve_alias
 
         with self.registry.session() as mlflow:
-            return {
-                alias: resolve_alias(self.registry, mlflow, alias)
-                for alias in ("production", "staging", "candidate")
-            }
+            return {str(a): resolve_alias(self.registry, mlflow, a) for a in BASELINE_ALIASES}
 
     def baseline_alias(self, versions: dict[str, str | None]) -> str:
         """The alias the baseline serves; exit 4 when the registry has nothing to serve
         (the one place this rule is written: serve's preflight and every load)."""
-        found = next((a for a in BASELINE_ALIASES if versions.get(a)), None)
+        found = baseline_alias(versions)
         if found is None:
             raise Refused(
                 f"nothing to serve: {self.registry.model_name} has none of the aliases "
@@ -122,7 +117,7 @@ class ModelSource:
         baseline_alias = self.baseline_alias(versions)
         baseline = self._model(baseline_alias, versions[baseline_alias])
         canary = None
-        if baseline_alias == "production" and versions.get(CANARY_ALIAS):
+        if baseline_alias == Alias.PRODUCTION and versions.get(CANARY_ALIAS):
             canary = self._model(CANARY_ALIAS, versions[CANARY_ALIAS])
         shadow = None
         if self.shadow and versions.get(SHADOW_ALIAS):
@@ -183,9 +178,9 @@ class Scorer:
         source: ModelSource | None = None,
         replica: str | None = None,
     ) -> None:
+        from fraudctl.adapters.metrics import ServeMetrics
         from fraudctl.adapters.offline import open_offline
         from fraudctl.adapters.online import OnlineState
-        from fraudctl.observability import ServeMetrics
 
         self.settings = settings
         self.control = control
@@ -432,7 +427,7 @@ class Scorer:
 
     def _sync(self) -> None:
         from fraudctl.adapters.dedupe import open_dedupe
-        from fraudctl.services.materialize import ONLINE_NEWEST_MARK
+        from fraudctl.ports import ONLINE_NEWEST_MARK
 
         self.weight = self.control.get_weight()
         if self.control.stopping():

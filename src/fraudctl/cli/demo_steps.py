@@ -316,7 +316,7 @@ class Demo:
     def serve_canary(self) -> dict[str, Any]:
         """Start `fraudctl serve --canary 10 --shadow`, send scored traffic, read
         `canary status`, stop the server."""
-        import httpx
+        from fraudctl.errors import BackendUnavailable
 
         title = f"serve B as a {CANARY_PERCENT:g} % canary with shadow; send traffic"
         self.progress(title, None)
@@ -337,7 +337,7 @@ class Demo:
         try:
             try:
                 url, events, variants = self._traffic(server)
-            except (OSError, ValueError, KeyError, httpx.HTTPError) as exc:
+            except (OSError, ValueError, KeyError, BackendUnavailable) as exc:
                 record.ok, record.result = False, {"error": str(exc)}
                 record.exit_code = server.poll() or 1
                 self.finish_step(record, hint)  # raises
@@ -358,8 +358,7 @@ class Demo:
     ) -> tuple[str, list[dict[str, Any]], dict[str, int]]:
         """Wait for the server's ready line, then score TRAFFIC_ROWS events of the
         history's users (same seed: same homes and devices) in batches of 100."""
-        import httpx
-
+        from fraudctl.adapters.serve_client import call_server
         from fraudctl.generator import GeneratorOptions, TransactionGenerator, transaction_json
 
         assert server.stdout is not None
@@ -373,14 +372,10 @@ class Demo:
         )
         events = [json.loads(transaction_json(e)) for e in generator.batch(TRAFFIC_ROWS)]
         variants: dict[str, int] = {}
-        with httpx.Client(timeout=60) as client:
-            for start in range(0, len(events), 100):
-                response = client.post(
-                    f"{url}/v1/score/batch", json={"transactions": events[start : start + 100]}
-                )
-                response.raise_for_status()
-                for row in response.json()["results"]:
-                    variants[row["variant"]] = variants.get(row["variant"], 0) + 1
+        for start in range(0, len(events), 100):
+            batch = {"transactions": events[start : start + 100]}
+            for row in call_server(url, "POST", "/v1/score/batch", batch, 60)["results"]:
+                variants[row["variant"]] = variants.get(row["variant"], 0) + 1
         return url, events, variants
 
     # -- the summary ------------------------------------------------------------------
@@ -388,13 +383,11 @@ class Demo:
     def aliases(self) -> dict[str, str | None]:
         """Where the registry's aliases point now (read back, not assumed)."""
         from fraudctl.adapters.registry import Registry, resolve_alias
+        from fraudctl.gates import BASELINE_ALIASES
 
         registry = Registry(self.plan.settings())
         with registry.session() as mlflow:
-            return {
-                alias: resolve_alias(registry, mlflow, alias)
-                for alias in ("production", "staging", "candidate")
-            }
+            return {str(a): resolve_alias(registry, mlflow, a) for a in BASELINE_ALIASES}
 
     def summarize(
         self,

@@ -25,8 +25,9 @@ independent check.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 MAX_BINS = 10
@@ -147,3 +148,29 @@ def psi_from_counts(reference_counts: Sequence[int], current_counts: Sequence[in
         smallest = share[share > 0].min()
         share[share == 0] = smallest / 10**6 if smallest <= 0.0001 else 0.0001
     return float(np.sum((ref_share - cur_share) * np.log(ref_share / cur_share)))
+
+
+def evidently_snapshot(
+    reference: Any, current: Any, columns: Sequence[str], categorical: Collection[str]
+) -> Any:
+    """Evidently's data drift preset (PSI) over ``columns``."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    definition = DataDefinition(
+        numerical_columns=[c for c in columns if c not in categorical],
+        categorical_columns=[c for c in columns if c in categorical],
+    )
+    return Report([DataDriftPreset(method="psi")]).run(
+        Dataset.from_pandas(current[list(columns)], data_definition=definition),
+        Dataset.from_pandas(reference[list(columns)], data_definition=definition),
+    )
+
+
+def write_report(
+    reference: Any, current: Any, path: Path, columns: Sequence[str], categorical: Collection[str]
+) -> None:
+    """The Evidently snapshot as one HTML file."""
+    snapshot = evidently_snapshot(reference, current, columns, categorical)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(path))

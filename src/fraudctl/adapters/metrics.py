@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from fraudctl.services.materialize import MaterializeSummary
+
+class RunCounts(Protocol):
+    """What the metrics follow of a materialize run (its summary)."""
+
+    @property
+    def valid(self) -> int: ...
+    @property
+    def dead_lettered(self) -> int: ...
+    @property
+    def duplicates_skipped(self) -> int: ...
+    @property
+    def labels_read(self) -> int: ...
+
 
 # Buckets that resolve a sub-second p95 and still show minutes of lag.
 FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 5, 10, 30, 60, 120, 300, 600)
@@ -48,7 +59,7 @@ class MaterializeMetrics:
         )
         self._seen: dict[str, int] = {}
 
-    def update(self, summary: MaterializeSummary) -> None:
+    def update(self, summary: RunCounts) -> None:
         totals = {
             "valid": summary.valid - summary.duplicates_skipped,
             "dead_lettered": summary.dead_lettered,
@@ -233,3 +244,36 @@ class ServeMetrics:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+DRIFT_STATUS_CODES = {"ok": 0, "drift": 1, "insufficient_data": 2}
+
+
+def push_drift_gauges(
+    url: str, model: str, psi_by_feature: Mapping[str, float], score: float | None, status: str
+) -> str | None:
+    """A drift result as Prometheus gauges on a Pushgateway (job ``fraudctl_drift``,
+    grouped by model): ``fraudctl_drift_psi{feature}``, ``fraudctl_drift_score``,
+    ``fraudctl_drift_status`` (0 ok, 1 drift, 2 insufficient data) and the time of the
+    run.  Returns None when pushed, else what failed (the verdict stands either way)."""
+    from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
+    registry = CollectorRegistry()
+    psi = Gauge("fraudctl_drift_psi", "PSI per monitored feature.", ["feature"], registry=registry)
+    for feature, value in psi_by_feature.items():
+        psi.labels(feature).set(value)
+    if score is not None:
+        Gauge("fraudctl_drift_score", "Largest PSI.", registry=registry).set(score)
+    Gauge("fraudctl_drift_status", "0 ok, 1 drift, 2 insufficient data.", registry=registry).set(
+        DRIFT_STATUS_CODES[status]
+    )
+    Gauge(
+        "fraudctl_drift_last_run_timestamp_seconds", "When drift last ran.", registry=registry
+    ).set_to_current_time()
+    try:
+        push_to_gateway(
+            url, job="fraudctl_drift", registry=registry, grouping_key={"model": model}, timeout=5
+        )
+    except OSError as exc:
+        return f"Pushgateway {url}: {exc}"
+    return None

@@ -7,12 +7,14 @@ from typing import Any
 from fraudctl.errors import BackendUnavailable
 
 
-def call_server(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def call_server(
+    url: str, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 10
+) -> Any:
     """One JSON request to the server at ``url``; BackendUnavailable when it fails."""
     import httpx
 
     try:
-        response = httpx.request(method, url.rstrip("/") + path, json=body, timeout=10)
+        response = httpx.request(method, url.rstrip("/") + path, json=body, timeout=timeout)
         response.raise_for_status()
     except httpx.HTTPError as exc:
         raise BackendUnavailable(

@@ -1,0 +1,266 @@
+"""The decisions fraudctl makes about models, as pure functions over plain values: the
+registry's aliases, the promotion gates and the canary breach rule.
+
+Nothing here reads settings, talks to a backend or prints: ``promote``, ``canary watch``
+and serving measure, then call these; the thresholds come in as :class:`Limits`, built
+once from the settings (:meth:`Limits.of`). Table-tested at and around every threshold
+in ``tests/unit/test_gates.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Alias(StrEnum):
+    """The registry aliases a model version moves through, in order."""
+
+    CANDIDATE = "candidate"  # what `train` registers
+    STAGING = "staging"  # passed the AUC and drift gates; served as the canary
+    PRODUCTION = "production"  # passed the canary gate; the baseline
+
+
+# What the baseline serves: the first of these that exists.
+BASELINE_ALIASES = (Alias.PRODUCTION, Alias.STAGING, Alias.CANDIDATE)
+CANARY_ALIAS = Alias.STAGING  # served to the canary share, beside a production baseline
+SHADOW_ALIAS = Alias.CANDIDATE  # scored beside every request with --shadow, never answered
+PROMOTION_TARGETS = (Alias.STAGING, Alias.PRODUCTION)
+
+
+def promotion_source(target: Alias) -> Alias:
+    """The alias a promotion to ``target`` takes its version from."""
+    return Alias.CANDIDATE if target is Alias.STAGING else Alias.STAGING
+
+
+def baseline_alias(versions: dict[str, str | None]) -> Alias | None:
+    """The alias the baseline serves given the registry's aliases; None: nothing to serve."""
+    return next((a for a in BASELINE_ALIASES if versions.get(a)), None)
+
+
+class _Thresholds(Protocol):
+    """Where the limits are set (the settings), read-only."""
+
+    @property
+    def canary_max_error_rate(self) -> float: ...
+    @property
+    def canary_max_p95_ms(self) -> float: ...
+    @property
+    def drift_threshold(self) -> float: ...
+    @property
+    def promote_auc_floor(self) -> float: ...
+    @property
+    def promote_canary_min_requests(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every threshold a gate or the breach rule compares against."""
+
+    max_error_rate: float = 0.01
+    max_p95_ms: float = 200.0
+    min_requests: int = 500
+    drift_threshold: float = 0.3
+    auc_floor: float = 0.8
+    min_eval_rows: int = 200
+
+    @classmethod
+    def of(cls, settings: _Thresholds) -> Limits:
+        return cls(
+            max_error_rate=settings.canary_max_error_rate,
+            max_p95_ms=settings.canary_max_p95_ms,
+            min_requests=settings.promote_canary_min_requests,
+            drift_threshold=settings.drift_threshold,
+            auc_floor=settings.promote_auc_floor,
+        )
+
+
+@dataclass
+class Gate:
+    """One gate's verdict, with what it measured and the rule it applied."""
+
+    name: str
+    passed: bool
+    measured: dict[str, Any]
+    rule: str
+    detail: str
+
+
+# -- the canary -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CanaryWindow:
+    """What the server measured for the canary variant over a trailing window."""
+
+    requests: int
+    error_rate: float | None
+    p95_ms: float | None
+    window_s: float | None = None
+
+    @classmethod
+    def of(cls, stats: dict[str, Any] | None, window_s: float | None = None) -> CanaryWindow:
+        stats = stats or {}
+        return cls(
+            int(stats.get("requests") or 0), stats.get("error_rate"), stats.get("p95_ms"), window_s
+        )
+
+
+def canary_problems(window: CanaryWindow, limits: Limits) -> list[str]:
+    """The canary's error rate or p95 over the limits (the one breach rule): empty when
+    both are within them. A missing p95 (no request answered) breaks no limit."""
+    problems = []
+    if window.error_rate is not None and window.error_rate > limits.max_error_rate:
+        problems.append(
+            f"error rate {window.error_rate:.2%} > {limits.max_error_rate:.2%} over "
+            f"{window.requests} canary requests"
+        )
+    if window.p95_ms is not None and window.p95_ms > limits.max_p95_ms:
+        problems.append(
+            f"p95 {window.p95_ms:.1f} ms > {limits.max_p95_ms:g} ms over "
+            f"{window.requests} canary requests"
+        )
+    return problems
+
+
+def canary_breach(window: CanaryWindow, weight_pct: float, limits: Limits) -> str | None:
+    """What `canary watch` rolls back on: a canary that takes traffic, has served at
+    least ``min_requests`` in the window, and breaks a limit. None: no breach."""
+    if weight_pct <= 0 or window.requests < limits.min_requests:
+        return None
+    problems = canary_problems(window, limits)
+    if not problems:
+        return None
+    where = f" in {window.window_s:g} s" if window.window_s is not None else ""
+    return "; ".join(problems) + where
+
+
+def canary_gate(window: CanaryWindow, serving_version: str | None, version: str,
+                limits: Limits) -> Gate:  # fmt: skip
+    """``production``: the version served as the canary for enough requests, within the
+    error-rate and latency limits."""
+    rule = (
+        f"served as canary for ≥ {limits.min_requests} requests, error rate ≤ "
+        f"{limits.max_error_rate:.2%}, p95 ≤ {limits.max_p95_ms:g} ms"
+    )
+    measured = {
+        "serving_version": serving_version,
+        "requests": window.requests,
+        "error_rate": window.error_rate,
+        "p95_ms": window.p95_ms,
+        "window_s": window.window_s,
+    }
+    if serving_version != version:
+        detail = (
+            f"version {version} is not the canary on the server "
+            f"(canary: {serving_version or 'none'})"
+        )
+        return Gate("canary", False, measured, rule, detail)
+    problems = []
+    if window.requests < limits.min_requests:
+        problems.append(f"{window.requests} requests < {limits.min_requests}")
+    problems += canary_problems(window, limits)
+    detail = "; ".join(problems) or (
+        f"{window.requests} requests, error rate {window.error_rate or 0.0:.2%}, p95 "
+        + (f"{window.p95_ms:.1f} ms" if window.p95_ms is not None else "n/a")
+    )
+    return Gate("canary", not problems, measured, rule, detail)
+
+
+def canary_waived() -> Gate:
+    return Gate("canary", True, {}, "waived", "no production model yet: nothing to protect")
+
+
+# -- staging --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AucWindow:
+    """The labeled events both models were scored on."""
+
+    rows: int
+    fraud: int
+    first_event: str | None = None
+    last_event: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "fraud": self.fraud, "first_event": self.first_event,
+                "last_event": self.last_event}  # fmt: skip
+
+    def comparable(self, limits: Limits) -> bool:
+        """Enough rows of both classes for a ROC AUC to mean something."""
+        return self.rows >= limits.min_eval_rows and 0 < self.fraud < self.rows
+
+
+def auc_gate(window: AucWindow, auc: float | None, staging: tuple[str, float] | None,
+             limits: Limits) -> Gate:  # fmt: skip
+    """``staging``: the version's ROC AUC on the newest labeled events is at least the
+    current staging's on the same events (``staging`` = its version and AUC), or at
+    least the floor when there is no staging. ``auc`` None: the window was too small."""
+    measured = window.as_dict()
+    if auc is None or not window.comparable(limits) or not math.isfinite(auc):
+        return Gate(
+            "auc",
+            False,
+            measured,
+            f"≥ {limits.min_eval_rows} labeled events of both classes",
+            f"too little labeled data to compare: {window.rows} events, "
+            f"{window.fraud} fraud; materialize more labeled events",
+        )
+    measured["roc_auc"] = round(auc, 6)
+    if staging is None:
+        passed = auc >= limits.auc_floor
+        return Gate(
+            "auc",
+            passed,
+            measured,
+            f"ROC AUC ≥ floor {limits.auc_floor} (no staging yet)",
+            f"ROC AUC {auc:.4f} {'≥' if passed else '<'} floor {limits.auc_floor}",
+        )
+    staging_version, staging_auc = staging
+    measured |= {"staging_version": staging_version, "staging_roc_auc": round(staging_auc, 6)}
+    passed = auc >= staging_auc
+    return Gate(
+        "auc",
+        passed,
+        measured,
+        "ROC AUC ≥ staging's on the same window",
+        f"ROC AUC {auc:.4f} {'≥' if passed else '<'} staging v{staging_version} "
+        f"{staging_auc:.4f} on the newest {window.rows:,} labeled events",
+    )
+
+
+def drift_gate(newest: dict[str, Any] | None, limits: Limits) -> Gate:
+    """``staging``: the newest drift result is ``ok`` with a score below the threshold."""
+    rule = f"newest drift result ok with score < {limits.drift_threshold}"
+    if newest is None:
+        return Gate("drift", False, {}, rule, "no drift result yet: run `fraudctl drift`")
+    score = newest.get("drift_score")
+    measured = {
+        "status": newest.get("status"),
+        "drift_score": score,
+        "measured_at": newest.get("measured_at"),
+        "current": newest.get("current"),
+    }
+    if newest.get("status") == "insufficient_data" or score is None:
+        return Gate("drift", False, measured, rule, "the newest drift result had too little data")
+    passed = newest.get("status") == "ok" and score < limits.drift_threshold
+    worst = max(newest.get("features") or [{}], key=lambda f: f.get("psi", 0.0))
+    return Gate(
+        "drift",
+        passed,
+        measured,
+        rule,
+        f"drift score {score:.4f} {'<' if passed else '≥'} {limits.drift_threshold}"
+        + ("" if passed else f" (largest: {worst.get('feature')} {worst.get('psi', 0):.4f})"),
+    )
+
+
+def drift_status(score: float | None, threshold: float) -> str:
+    """A drift measurement's status: ``insufficient_data`` without a score, ``drift`` at
+    or over the threshold, else ``ok`` (the same comparison the drift gate makes)."""
+    if score is None:
+        return "insufficient_data"
+    return "drift" if score >= threshold else "ok"

@@ -225,13 +225,12 @@ def profile_defaults(profile: Profile, home: Path) -> dict[str, Any]:
         "canary_max_error_rate": 0.01,
         "canary_max_p95_ms": 200.0,  # the scoring SLO (docs/serve.md)
         "drift_threshold": 0.3,  # PSI's customary "significant shift"
-        # One host, nothing in front to deregister from: a short drain; a cluster behind
-        # a load balancer keeps Ray Serve's own 30 s.
+        # Nothing in front of `fraudctl serve` to deregister from: a short drain (Ray
+        # Serve's own 30 s is for a load balancer; set it to that balancer's delay).
         "serve_drain_s": 2.0,
     }
     if profile == "stack":
         return common | {
-            "serve_drain_s": 30.0,
             "bus": "kafka",
             "offline_store": "s3",
             "online_store": "redis",

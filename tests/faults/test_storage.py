@@ -6,15 +6,21 @@ fraudctl home (the suite runs as root, as CI does)."""
 from __future__ import annotations
 
 import os
+import random
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
+from fraudctl.serving.scorer import LOG_FLUSH_S
+from fraudctl.stack.native import free_ports
 from tests.conftest import RunCli
 from tests.integration.test_materialize import assert_each_event_once_offline_and_online
+from tests.integration.test_serve import event, start_server, stop_server
 
 
 @contextmanager
@@ -128,7 +134,7 @@ def test_a_read_only_home_serves_the_reads_and_names_the_refused_writes(
         assert produced.code == 3, produced.err
 
 
-def test_disk_full_during_train_names_the_store_and_a_rerun_with_room_trains(
+def test_disk_full_during_train_and_serve_names_it_and_loses_nothing_once_there_is_room(
     cli: RunCli, home: Path
 ) -> None:
     produce_and_materialize(cli, 6000)
@@ -140,6 +146,44 @@ def test_disk_full_during_train_names_the_store_and_a_rerun_with_room_trains(
     trained = cli("train", "--json")
     assert trained.code == 0, trained.err
     assert trained.json()["version"] == "1"
+    # serve's prediction log on a full disk: every request is still answered, the refused
+    # flushes are counted and their rows kept, and once there is room each is logged once
+    port = free_ports(("serve",))["serve"]
+    server = start_server(["--engine", "uvicorn"], dict(os.environ), port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        filler = fill(home)
+        answered = []
+        for _ in range(200):
+            body = event(random.randrange(1000))
+            assert httpx.post(f"{url}/v1/score", json=body).status_code == 200
+            answered.append(body["event_id"])
+        deadline = time.monotonic() + LOG_FLUSH_S * 4
+        while metric(url, "fraudctl_prediction_log_write_errors_total") < 1:
+            assert time.monotonic() < deadline, "no refused flush was counted"
+            time.sleep(0.5)
+        assert metric(url, "fraudctl_prediction_log_held_rows") >= 200
+        filler.unlink()
+        deadline = time.monotonic() + LOG_FLUSH_S * 4
+        while metric(url, "fraudctl_predictions_logged_total") < 200:
+            assert time.monotonic() < deadline, "the held rows were not logged"
+            time.sleep(0.5)
+        assert metric(url, "fraudctl_predictions_dropped_total") == 0
+    finally:
+        stop_server(server)
+    from fraudctl.adapters.offline import open_offline
+    from fraudctl.config import load_settings
+
+    logged = open_offline(load_settings().settings).read("predictions")["event_id"].to_pylist()
+    assert sorted(logged) == sorted(answered)  # each answered request once
+    assert not list(home.rglob("*.writing")), "a refused write left a partial file"
+
+
+def metric(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
 
 
 def test_the_dedupe_store_is_read_on_a_read_only_disk_with_or_without_its_wal(

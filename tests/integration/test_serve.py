@@ -759,11 +759,16 @@ def test_a_stop_under_load_drains_and_logs_every_answered_request(
     assert answered <= logged, f"{len(answered - logged)} of {len(answered)} answers not logged"
 
 
+@pytest.mark.parametrize("engine", ["uvicorn", "ray"])
 def test_a_killed_server_loses_at_most_its_last_log_flush_interval(
-    served: dict[str, Any],
+    served: dict[str, Any], engine: str
 ) -> None:
+    import psutil
+
     port = free_ports(("mlflow",))["mlflow"]
-    server = start_server(["--engine", "uvicorn"], served["full_env"], port)
+    args = ["--engine", "uvicorn"] if engine == "uvicorn" else []
+    server = start_server(args, served["full_env"], port)
+    left: list[psutil.Process] = []
     try:
         early = [event(random.randrange(USERS)) for _ in range(100)]
         for body in early:
@@ -771,10 +776,28 @@ def test_a_killed_server_loses_at_most_its_last_log_flush_interval(
         time.sleep(LOG_FLUSH_S + 2)  # one flush interval later
         for _ in range(50):
             httpx.post(f"http://127.0.0.1:{port}/v1/score", json=event(random.randrange(USERS)))
+        left = psutil.Process(server.pid).children(recursive=True)
         server.kill()
         server.wait(timeout=30)
+        # What the server started dies with it (Ray's GCS, raylet, agents, replicas).
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(alive(p) for p in left):
+            time.sleep(0.2)
+        assert not [p.name() for p in left if alive(p)], "processes outlived the server"
     finally:
         if server.poll() is None:
             server.kill()
+        for process in left:
+            if alive(process):
+                process.kill()
     wanted = {e["event_id"] for e in early}
     assert logged_ids(served["env"], wanted) == wanted
+
+
+def alive(process: Any) -> bool:
+    import psutil
+
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False

@@ -33,6 +33,9 @@ def test_control_keeps_history_and_aggregates_a_window() -> None:
     control = Control(20)
     control.set_weight(0, "rollback: test")
     assert control.get_weight() == 0
+    assert control.state() == (0, False)
+    control.stop()
+    assert control.state() == (0, True)
     assert [c["reason"] for c in control.history()] == ["serve started", "rollback: test"]
     now = time.time()
     stats = {

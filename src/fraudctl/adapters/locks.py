@@ -18,17 +18,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fraudctl.errors import UsageError
+from fraudctl.config import Settings
+from fraudctl.errors import BackendUnavailable, UsageError
+
+LOCK_TIMEOUT_S = 30.0
 
 
 @contextmanager
-def run_lease(path: Path, what: str) -> Iterator[None]:
+def run_lease(path: Path, what: str, *, wait: bool = False) -> Iterator[None]:
     """Hold the lease at ``path`` for the block, or raise :class:`UsageError` (exit 2)
-    naming the process that holds it."""
+    naming the process that holds it; ``wait``: wait for the holder instead."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a+") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             handle.seek(0)
             raise UsageError(
@@ -64,3 +67,30 @@ def _holder(text: str) -> str:
         return f"{where}, `{holder['command']}`, since {holder['since']}"
     except (ValueError, KeyError, TypeError):
         return "by a process that has not written its name yet"
+
+
+@contextmanager
+def promotion_lock(settings: Settings) -> Iterator[None]:
+    """One alias move at a time per model: a Redis key where the online store is Redis
+    (every machine of the stack), else a file lease under the home (waited for)."""
+    if settings.online_store != "redis":
+        with run_lease(settings.home / "promote.lock", "promote", wait=True):
+            yield
+        return
+    import uuid
+
+    from fraudctl.adapters.probes import redis_client
+
+    client = redis_client(settings)
+    key = f"fraudctl:promote-lock:{settings.model_name}"
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + LOCK_TIMEOUT_S
+    while not client.set(key, token, nx=True, px=int(LOCK_TIMEOUT_S * 1000)):
+        if time.monotonic() > deadline:
+            raise BackendUnavailable(f"the promotion lock {key} stayed taken")
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        if client.get(key) == token.encode():
+            client.delete(key)

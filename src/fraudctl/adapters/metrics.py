@@ -199,7 +199,18 @@ class ServeMetrics:
         )
         self.log_dropped = Counter(
             "fraudctl_predictions_dropped",
-            "Rows not logged because the background queue was full.",
+            "Rows never logged: the background queue was full, or the store refused "
+            "writes for longer than the rows a replica holds.",
+            registry=r,
+        )
+        self.log_errors = Counter(
+            "fraudctl_prediction_log_write_errors",
+            "Prediction-log flushes the offline store refused (the rows are kept).",
+            registry=r,
+        )
+        self.log_held = Gauge(
+            "fraudctl_prediction_log_held_rows",
+            "Rows scored and not yet in the prediction log.",
             registry=r,
         )
         self._version_labels: list[tuple[str, str, str]] = []

@@ -16,6 +16,7 @@ earlier, possibly partial, attempt instead of adding to it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 from collections.abc import Iterable
@@ -168,8 +169,13 @@ class ParquetStore:
         self.fs.create_dir(posixpath.dirname(path), recursive=True)
         if isinstance(self.fs, pafs.LocalFileSystem):
             staging = path + ".writing"
-            pq.write_table(table, staging, filesystem=self.fs, compression="zstd")
-            self.fs.move(staging, path)
+            try:
+                pq.write_table(table, staging, filesystem=self.fs, compression="zstd")
+                self.fs.move(staging, path)
+            except OSError:
+                with contextlib.suppress(OSError):  # a full disk keeps no half-written file
+                    self.fs.delete_file(staging)
+                raise
         else:
             pq.write_table(table, path, filesystem=self.fs, compression="zstd")
 

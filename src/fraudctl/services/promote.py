@@ -23,10 +23,8 @@ and tagged on the model version.  The verdicts themselves are pure functions in
 from __future__ import annotations
 
 import getpass
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -49,7 +47,6 @@ from fraudctl.gates import (
 
 TARGETS = tuple(str(a) for a in PROMOTION_TARGETS)
 PROMOTIONS = "promotions"  # in the offline store: one JSON object per decision
-LOCK_TIMEOUT_S = 30.0
 CANARY_WINDOW_S = 3600.0
 
 
@@ -108,39 +105,6 @@ def measure_auc(frame: Any, version_model: Any, staging_model: Any | None, limit
 
 
 # -- the lock and the log -------------------------------------------------------------
-
-
-@contextmanager
-def promotion_lock(settings: Settings) -> Iterator[None]:
-    """One alias move at a time per model: a Redis key in ``stack`` (every machine), an
-    exclusive file lock in ``local``."""
-    if settings.online_store == "redis":
-        from fraudctl.adapters.probes import redis_client
-
-        client = redis_client(settings)
-        key = f"fraudctl:promote-lock:{settings.model_name}"
-        token = uuid.uuid4().hex
-        deadline = time.monotonic() + LOCK_TIMEOUT_S
-        while not client.set(key, token, nx=True, px=int(LOCK_TIMEOUT_S * 1000)):
-            if time.monotonic() > deadline:
-                raise BackendUnavailable(f"the promotion lock {key} stayed taken")
-            time.sleep(0.05)
-        try:
-            yield
-        finally:
-            if client.get(key) == token.encode():
-                client.delete(key)
-        return
-    import fcntl
-
-    path = settings.home / "promote.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def history(offline: Any, model_name: str) -> list[dict[str, Any]]:
@@ -271,6 +235,7 @@ def _decision(registry: Any, options: PromoteOptions) -> tuple[Decision, str | N
 
 def _move(settings: Settings, registry: Any, decision: Decision) -> None:
     """Compare-and-set the alias under the promotion lock."""
+    from fraudctl.adapters.locks import promotion_lock
     from fraudctl.adapters.registry import resolve_alias
 
     with promotion_lock(settings), registry.session() as mlflow:

@@ -53,8 +53,10 @@ class Control:
         """The server is stopping: replicas flush their logs and answer 503 from now on."""
         self.stopping = True
 
-    def is_stopping(self) -> bool:
-        return self.stopping
+    def state(self) -> tuple[float, bool]:
+        """What a replica reads each second, in one call: the weight, and whether the
+        server is stopping."""
+        return self.weight, self.stopping
 
     # -- weight ---------------------------------------------------------------------
 

@@ -20,21 +20,21 @@ _owned: dict[str, Any] = {}
 
 
 def local_link(control: Control) -> ControlLink:
-    return ControlLink(
-        control.get_weight, control.record, control.set_weight, control.status,
-        control.is_stopping,
-    )  # fmt: skip
+    return ControlLink(control.state, control.record, control.set_weight, control.status)
 
 
 def ray_link(handle: Any) -> ControlLink:
     import ray
 
+    def state() -> tuple[float, bool]:
+        weight, stopping = ray.get(handle.state.remote(), timeout=5)
+        return float(weight), bool(stopping)
+
     return ControlLink(
-        get_weight=lambda: float(ray.get(handle.get_weight.remote(), timeout=5)),
+        state=state,
         record=handle.record.remote,
         set_weight=lambda weight, reason: ray.get(handle.set_weight.remote(weight, reason)),
         status=lambda window: ray.get(handle.status.remote(window), timeout=10),
-        stopping=lambda: bool(ray.get(handle.is_stopping.remote(), timeout=5)),
     )
 
 
@@ -138,6 +138,11 @@ def start_ray(
         logging_level=logging.WARNING,
         log_to_driver=False,
     )
+    if not settings.ray_address:
+        # The Ray this driver started dies with it, even on kill -9 (serving/reaper.py).
+        from fraudctl.serving import reaper
+
+        _owned["reaper"] = reaper.start(os.getpid())
     control = _control_actor(canary)
     ray.get(control.set_weight.remote(canary, "serve started"))
     _owned["control"] = control  # the actor lives as long as the driver holds a handle
@@ -189,8 +194,12 @@ def stop_ray() -> None:
             serve.delete(APP_NAME)
         serve.shutdown()  # type: ignore[no-untyped-call]
     finally:
+        watcher = _owned.pop("reaper", None)
         _owned.clear()
         ray.shutdown()
+        if watcher is not None:  # Ray stopped in order: nothing left for it to reap
+            watcher.terminate()
+            watcher.wait(timeout=10)
 
 
 def _deployment() -> Any:

@@ -34,6 +34,9 @@ RELOAD_S = 10.0  # how often aliases are checked
 STATS_S = 1.0  # how often live statistics go to the control plane
 LOG_FLUSH_S = 5.0  # prediction log: a Parquet file at most this often per replica
 LOG_FLUSH_ROWS = 20_000
+# Rows a replica holds while the offline store refuses writes (disk full, S3 down): about
+# 40 minutes at 100 requests/s, a few hundred MB; beyond it the oldest are dropped, counted.
+LOG_MAX_HELD_ROWS = 250_000
 CLOSE_TIMEOUT_S = 30.0  # the after-response queue drains (shadow scores) before the last flush
 BUCKETS = 10_000  # canary assignment resolution: 0.01 %
 
@@ -139,11 +142,10 @@ class ModelSource:
 class ControlLink:
     """How a replica reads the canary weight and reports its statistics."""
 
-    get_weight: Callable[[], float]
+    state: Callable[[], tuple[float, bool]]  # (weight, stopping), one round trip
     record: Callable[[float, str, LiveStats], None]
     set_weight: Callable[[float, str], dict[str, Any]]
     status: Callable[[float], dict[str, Any]]
-    stopping: Callable[[], bool] = lambda: False
 
 
 class Draining(BackendUnavailable):
@@ -194,7 +196,7 @@ class Scorer:
         self.variants = self.source.load(self._versions)
         self.metrics.versions(self.variants)
         self._dedupe: Any = None
-        self.weight = control.get_weight()
+        self.weight, _stopping = control.state()
         self.newest_online: float | None = None
         self._live: dict[str, LiveStats] = {}
         self._live_lock = threading.Lock()
@@ -395,9 +397,19 @@ class Scorer:
             self.offline.write_snapshot("predictions", hour_partition(time.time()), name, table)
             self.metrics.logged.inc(len(rows))
         except BackendUnavailable as exc:
-            log.warning("prediction log: %s; keeping %d rows for the next flush", exc, len(rows))
+            self.metrics.log_errors.inc()
             with self._log_lock:
                 self._log_rows[:0] = rows
+                held = len(self._log_rows)
+                over = held - LOG_MAX_HELD_ROWS
+                if over > 0:
+                    del self._log_rows[:over]
+            if over > 0:
+                self.metrics.log_dropped.inc(over)
+                log.error("prediction log: %s; dropped the oldest %d rows", exc, over)
+            log.warning("prediction log: %s; keeping %d rows for the next flush", exc, held)
+        with self._log_lock:
+            self.metrics.log_held.set(len(self._log_rows))
 
     # -- background: reload, statistics, freshness ----------------------------------
 
@@ -429,8 +441,8 @@ class Scorer:
         from fraudctl.adapters.dedupe import open_dedupe
         from fraudctl.ports import ONLINE_NEWEST_MARK
 
-        self.weight = self.control.get_weight()
-        if self.control.stopping():
+        self.weight, stopping = self.control.state()
+        if stopping:
             # Ray's direct ingress keeps routing requests to a replica while it drains,
             # until a grace period ends in a kill without ``__del__``: stop answering and
             # flush now, so every answered request is in the log.

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from fraudctl.model import LoadedModel
 
 TopicPartition = tuple[str, int]
 
@@ -142,4 +147,51 @@ class EventBus(Protocol):
         """Reads the partitions of ``topics`` whose number ``p`` has
         ``p % share[1] == share[0]`` (all of them by default), from ``group``'s
         committed offsets: consumers with different shares of one group split the work."""
+        ...
+
+
+class ModelRegistry(Protocol):
+    """Registered versions of one model, the aliases that point at them, their tags, and
+    tracked runs (MLflow: ``adapters/registry.py``; in memory: ``tests/fakes.py``).
+    Every call is one bounded unit of work; an unreachable registry raises
+    ``BackendUnavailable`` naming it."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def where(self) -> str:
+        """Where the registry is, for messages (credentials masked)."""
+        ...
+
+    def aliases(self, names: Iterable[str]) -> dict[str, str | None]:
+        """The version each alias points at (None: no such alias, or no model yet)."""
+        ...
+
+    def has_version(self, version: str) -> bool: ...
+
+    def set_alias(self, alias: str, version: str) -> None: ...
+
+    def tag_version(self, version: str, tags: Mapping[str, str]) -> None: ...
+
+    def version_tags(self, version: str) -> dict[str, str]: ...
+
+    def lineage(self, version: str) -> dict[str, str]:
+        """The tags of the run that registered ``version`` (training window, data)."""
+        ...
+
+    def load(self, version: str, alias: str) -> LoadedModel:
+        """The version as a model that scores (cached locally; versions never change)."""
+        ...
+
+    def log_run(
+        self,
+        experiment: str,
+        name: str,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        tags: Mapping[str, str],
+        artifacts: Mapping[Path, str],
+    ) -> str:
+        """One tracked run (``artifacts``: file → directory in the run); its id."""
         ...

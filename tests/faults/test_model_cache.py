@@ -3,7 +3,7 @@ downloaded again instead of failing every command that loads it."""
 
 from __future__ import annotations
 
-from fraudctl.adapters.registry import Registry, load_version
+from fraudctl.adapters.registry import Registry
 from fraudctl.config import load_settings
 from tests.conftest import RunCli
 
@@ -17,11 +17,10 @@ def test_a_damaged_cached_model_is_downloaded_again(cli: RunCli) -> None:
         done = cli(*command, "--json")
         assert done.code == 0, (command, done.err)
     registry = Registry(load_settings().settings)
-    with registry.session() as mlflow:
-        first = load_version(registry, mlflow, "1", "candidate")
-        cached = registry.settings.home / "models" / registry.model_name / "1" / "model.skops"
-        intact = cached.read_bytes()
-        cached.write_bytes(intact[: len(intact) // 3])  # cut short
-        again = load_version(registry, mlflow, "1", "candidate")
+    first = registry.load("1", "candidate")
+    cached = registry.settings.home / "models" / registry.model_name / "1" / "model.skops"
+    intact = cached.read_bytes()
+    cached.write_bytes(intact[: len(intact) // 3])  # cut short
+    again = registry.load("1", "candidate")
     assert cached.read_bytes() == intact
     assert again.threshold == first.threshold and again.version == "1"

@@ -14,6 +14,7 @@ from fraudctl.model import CATEGORIES, MODEL_INPUTS, calibrate, make_pipeline
 from fraudctl.model_fast import compile_row_scorer
 from fraudctl.serving.control import Control, LiveStats
 from fraudctl.serving.scorer import assign_variant, bucket_of
+from tests.fakes import InMemoryRegistry
 
 
 def test_assignment_is_sticky_and_matches_the_weight_over_many_users() -> None:
@@ -120,14 +121,37 @@ def test_a_request_span_has_children_and_continues_the_callers_trace() -> None:
 
 
 def test_nothing_to_serve_is_one_refusal_wherever_it_is_found() -> None:
-    from fraudctl.config import load_settings
     from fraudctl.errors import ExitCode, Refused
     from fraudctl.serving.scorer import ModelSource
 
-    source = ModelSource(load_settings().settings, shadow=False)
+    source = ModelSource(InMemoryRegistry(), shadow=False)
     with pytest.raises(Refused, match="nothing to serve") as refused:
-        source.baseline_alias({"production": None, "staging": None, "candidate": None})
+        source.load(source.versions())
     assert refused.value.exit_code == ExitCode.REFUSED
     assert source.baseline_alias({"production": None, "staging": "3", "candidate": "4"}) == (
         "staging"
     )
+
+
+@pytest.mark.parametrize("shadow", [False, True])
+def test_the_variants_follow_the_aliases_and_each_version_loads_once(shadow: bool) -> None:
+    from fraudctl.serving.scorer import ModelSource
+
+    registry = InMemoryRegistry()
+    one, two, three = (registry.add_version(object(), 0.5) for _ in range(3))
+    source = ModelSource(registry, shadow=shadow)
+    registry.set_alias("candidate", one)
+    variants = source.load(source.versions())
+    assert (variants.baseline.version, variants.baseline_alias) == (one, "candidate")
+    assert variants.canary is None  # no production: nothing to be a canary beside
+    assert (variants.shadow is not None) == shadow  # the candidate shadows itself
+    registry.set_alias("staging", one)
+    registry.set_alias("production", two)
+    registry.set_alias("candidate", three)
+    variants = source.load(source.versions())
+    assert variants.baseline.version == two and variants.canary is not None
+    assert variants.canary.version == one and variants.canary.alias == "staging"
+    assert (variants.shadow.version if variants.shadow else None) == (three if shadow else None)
+    loads = registry.loads
+    source.load(source.versions())
+    assert registry.loads == loads  # cached: a reload with the same aliases loads nothing

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -40,8 +40,10 @@ QUIET_LOGGERS = ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "
 
 
 class Registry:
-    """Where runs are tracked and models registered; the one place fraudctl talks to
-    MLflow (training logs and registers, serving loads, promotion moves aliases)."""
+    """Where runs are tracked and models registered: the MLflow implementation of
+    :class:`fraudctl.ports.ModelRegistry` (serving loads, promotion moves aliases and
+    tags, drift logs runs), and the one place fraudctl talks to MLflow. ``session()``
+    is for what is still written against MLflow itself: training's run (issue 14)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -146,16 +148,78 @@ class Registry:
             return str(found.experiment_id)
         return str(mlflow.create_experiment(name, artifact_location=self.artifact_root()))
 
-    def set_alias(self, mlflow: Any, alias: str, version: str) -> None:
-        mlflow.MlflowClient().set_registered_model_alias(self.model_name, alias, version)
+    # -- the ModelRegistry port (fraudctl.ports) ---------------------------------------
+
+    def aliases(self, names: Iterable[str]) -> dict[str, str | None]:
+        with self.session() as mlflow:
+            return {str(name): _resolve(mlflow, self.model_name, name) for name in names}
+
+    def has_version(self, version: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        with self.session() as mlflow:
+            try:
+                mlflow.MlflowClient().get_model_version(self.model_name, version)
+            except MlflowException as exc:
+                if _is_unreachable(exc):
+                    raise
+                return False
+            return True
+
+    def set_alias(self, alias: str, version: str) -> None:
+        with self.session() as mlflow:
+            mlflow.MlflowClient().set_registered_model_alias(self.model_name, alias, version)
+
+    def tag_version(self, version: str, tags: Mapping[str, str]) -> None:
+        with self.session() as mlflow:
+            client = mlflow.MlflowClient()
+            for key, value in tags.items():
+                client.set_model_version_tag(self.model_name, version, key, value)
+
+    def version_tags(self, version: str) -> dict[str, str]:
+        with self.session() as mlflow:
+            found = mlflow.MlflowClient().get_model_version(self.model_name, version)
+            return dict(found.tags)
+
+    def lineage(self, version: str) -> dict[str, str]:
+        with self.session() as mlflow:
+            client = mlflow.MlflowClient()
+            run_id = client.get_model_version(self.model_name, version).run_id
+            if not run_id:
+                return {}
+            return dict(client.get_run(run_id).data.tags)
+
+    def load(self, version: str, alias: str) -> LoadedModel:
+        with self.session() as mlflow:
+            return load_version(self, mlflow, version, alias)
+
+    def log_run(
+        self,
+        experiment: str,
+        name: str,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        tags: Mapping[str, str],
+        artifacts: Mapping[Path, str],
+    ) -> str:
+        with self.session() as mlflow:
+            experiment_id = self.experiment_id(mlflow, experiment)
+            with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
+                mlflow.log_params(dict(params))
+                mlflow.log_metrics(dict(metrics))
+                mlflow.set_tags(dict(tags))
+                for path, directory in artifacts.items():
+                    mlflow.log_artifact(str(path), directory)
+                run_id: str = run.info.run_id
+                return run_id
 
 
-def resolve_alias(registry: Registry, mlflow: Any, alias: str) -> str | None:
+def _resolve(mlflow: Any, model_name: str, alias: str) -> str | None:
     """The version an alias points at, or None when the alias (or model) does not exist."""
     from mlflow.exceptions import MlflowException
 
     try:
-        found = mlflow.MlflowClient().get_model_version_by_alias(registry.model_name, alias)
+        found = mlflow.MlflowClient().get_model_version_by_alias(model_name, alias)
     except MlflowException as exc:
         if _is_unreachable(exc):
             raise

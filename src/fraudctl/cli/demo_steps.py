@@ -382,12 +382,11 @@ class Demo:
 
     def aliases(self) -> dict[str, str | None]:
         """Where the registry's aliases point now (read back, not assumed)."""
-        from fraudctl.adapters.registry import Registry, resolve_alias
+        from fraudctl.adapters.registry import Registry
         from fraudctl.gates import BASELINE_ALIASES
 
         registry = Registry(self.plan.settings())
-        with registry.session() as mlflow:
-            return {str(a): resolve_alias(registry, mlflow, a) for a in BASELINE_ALIASES}
+        return registry.aliases(BASELINE_ALIASES)
 
     def summarize(
         self,

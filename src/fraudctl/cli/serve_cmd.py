@@ -145,8 +145,9 @@ def _preflight(settings: Any) -> dict[str, str | None]:
     from fraudctl.adapters.registry import Registry
     from fraudctl.serving.scorer import ModelSource
 
-    Registry(settings).check()
-    source = ModelSource(settings, shadow=False)
+    registry = Registry(settings)
+    registry.check()
+    source = ModelSource(registry, shadow=False)
     versions = source.versions()
     OnlineState(settings, open_offline(settings).uri).read(["user-0"])  # exit 3 if down
     source.baseline_alias(versions)  # exit 4: nothing to serve

@@ -18,6 +18,7 @@ from fraudctl.config import Settings
 from fraudctl.errors import Refused, UsageError
 from fraudctl.gates import BASELINE_ALIASES, baseline_alias, drift_status
 from fraudctl.model import CATEGORIES, MODEL_INPUTS
+from fraudctl.ports import ModelRegistry
 
 SOURCES = ("predictions", "events")
 MONITORED: tuple[str, ...] = (*MODEL_INPUTS, "score")
@@ -115,12 +116,10 @@ def _rows(offline: Any, source: str, start: datetime, end: datetime) -> Any:
     return joined.select(list(MODEL_INPUTS)).to_pandas() if joined.num_rows else None
 
 
-def _training_window(registry: Any, mlflow: Any, version: str) -> tuple[datetime, datetime]:
+def _training_window(registry: ModelRegistry, version: str) -> tuple[datetime, datetime]:
     from fraudctl.contract import parse_utc_timestamp
 
-    client = mlflow.MlflowClient()
-    run_id = client.get_model_version(registry.model_name, version).run_id
-    tags = client.get_run(run_id).data.tags
+    tags = registry.lineage(version)
     try:
         first = parse_utc_timestamp(tags["fraudctl.time.first_event"])
         last = parse_utc_timestamp(tags["fraudctl.time.last_event"])
@@ -137,30 +136,29 @@ def run_drift(
     settings: Settings, options: DriftOptions, progress: Callable[[str], None] = lambda _m: None
 ) -> DriftResult:
     from fraudctl.adapters.offline import open_offline
-    from fraudctl.adapters.registry import Registry, load_version, resolve_alias
+    from fraudctl.adapters.registry import Registry
 
     started = time.monotonic()
     offline = open_offline(settings)
     registry = Registry(settings)
     progress("finding the baseline model")
-    with registry.session() as mlflow:
-        found = {str(a): resolve_alias(registry, mlflow, a) for a in BASELINE_ALIASES}
-        alias = baseline_alias(found)
-        if alias is None:
-            raise Refused(
-                f"no model to compare with: {registry.model_name} has none of the aliases "
-                f"{', '.join(BASELINE_ALIASES)} in {registry.where}",
-                hint="train one first: `fraudctl train`",
-            )
-        version = str(found[alias])
-        model = load_version(registry, mlflow, version, alias)
-        if options.reference.kind == "training":
-            ref_start, ref_end = _training_window(registry, mlflow, version)
-            ref_label = f"training window of version {version}"
-        else:
-            assert options.reference.start and options.reference.end
-            ref_start, ref_end = options.reference.start, options.reference.end
-            ref_label = "range"
+    found = registry.aliases(BASELINE_ALIASES)
+    alias = baseline_alias(found)
+    if alias is None:
+        raise Refused(
+            f"no model to compare with: {registry.model_name} has none of the aliases "
+            f"{', '.join(BASELINE_ALIASES)} in {registry.where}",
+            hint="train one first: `fraudctl train`",
+        )
+    version = str(found[alias])
+    model = registry.load(version, alias)
+    if options.reference.kind == "training":
+        ref_start, ref_end = _training_window(registry, version)
+        ref_label = f"training window of version {version}"
+    else:
+        assert options.reference.start and options.reference.end
+        ref_start, ref_end = options.reference.start, options.reference.end
+        ref_label = "range"
     assert options.current.start and options.current.end
     cur_start, cur_end = options.current.start, options.current.end
     progress("reading the windows")
@@ -232,32 +230,25 @@ def _push(url: str, result: DriftResult) -> None:
         result.push_error = error
 
 
-def log_to_mlflow(registry: Any, result: DriftResult, report: Path) -> str:
+def log_to_mlflow(registry: ModelRegistry, result: DriftResult, report: Path) -> str:
     """One run in the ``<model>-drift`` experiment: the PSI per feature, the drift score,
     the status, the windows, and the HTML report."""
-    with registry.session() as mlflow:
-        experiment = registry.experiment_id(mlflow, f"{registry.model_name}-drift")
-        with mlflow.start_run(
-            experiment_id=experiment, run_name=f"drift {result.current['start']}"
-        ) as run:
-            mlflow.log_params(
-                {
-                    "source": result.source,
-                    "threshold": result.threshold,
-                    "min_rows": result.min_rows,
-                    "reference": f"{result.reference['start']}/{result.reference['end']}",
-                    "current": f"{result.current['start']}/{result.current['end']}",
-                    "model_version": result.model["version"],
-                }
-            )
-            mlflow.log_metrics(
-                {"drift_score": float(result.drift_score or 0.0)}
-                | {f"psi.{f['feature']}": f["psi"] for f in result.features}
-            )
-            mlflow.set_tags({"fraudctl.drift.status": result.status})
-            mlflow.log_artifact(str(report), "drift")
-            run_id: str = run.info.run_id
-            return run_id
+    return registry.log_run(
+        f"{registry.model_name}-drift",
+        f"drift {result.current['start']}",
+        params={
+            "source": result.source,
+            "threshold": result.threshold,
+            "min_rows": result.min_rows,
+            "reference": f"{result.reference['start']}/{result.reference['end']}",
+            "current": f"{result.current['start']}/{result.current['end']}",
+            "model_version": result.model["version"],
+        },
+        metrics={"drift_score": float(result.drift_score or 0.0)}
+        | {f"psi.{f['feature']}": f["psi"] for f in result.features},
+        tags={"fraudctl.drift.status": result.status},
+        artifacts={report: "drift"},
+    )
 
 
 def record(offline: Any, result: DriftResult) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 
 from fraudctl.config import Settings
 from fraudctl.errors import BackendUnavailable, Refused
+from fraudctl.ports import ModelRegistry
 from fraudctl.gates import (
     PROMOTION_TARGETS,
     Alias,
@@ -114,22 +115,22 @@ def history(offline: Any, model_name: str) -> list[dict[str, Any]]:
     return sorted(decisions, key=lambda d: str(d.get("at", "")))
 
 
-def _record(offline: Any, registry: Any, decision: Decision) -> None:
+def _record(offline: Any, registry: ModelRegistry, decision: Decision) -> None:
     offline.add_record(PROMOTIONS, decision.as_dict())
     gates = "; ".join(
         f"{g.name} {'pass' if g.passed else 'FAIL'}: {g.detail}" for g in decision.gates
     )
-    with registry.session() as mlflow:
-        client = mlflow.MlflowClient()
-        prefix = f"fraudctl.promote.{decision.to}"
-        for key, value in {
+    prefix = f"fraudctl.promote.{decision.to}"
+    registry.tag_version(
+        decision.version,
+        {
             prefix: decision.outcome,
             f"{prefix}.at": decision.at,
             f"{prefix}.id": decision.id,
             f"{prefix}.by": decision.user,
             f"{prefix}.gates": gates[:4900] or "none",
-        }.items():
-            client.set_model_version_tag(registry.model_name, decision.version, key, value)
+        },
+    )
 
 
 # -- the command ----------------------------------------------------------------------
@@ -148,6 +149,7 @@ def promote(
     options: PromoteOptions,
     progress: Callable[[str], None] = lambda _m: None,
     *,
+    registry: ModelRegistry | None = None,
     canary_status: Callable[[str], dict[str, Any]] | None = None,
     set_canary: Callable[[str, float, str], Any] | None = None,
 ) -> Decision:
@@ -155,7 +157,7 @@ def promote(
     from fraudctl.adapters.registry import Registry
 
     offline = open_offline(settings)
-    registry = Registry(settings)
+    registry = registry or Registry(settings)
     limits = Limits.of(settings)
     progress("reading the aliases")
     decision, production = _decision(registry, options)
@@ -191,31 +193,25 @@ def promote(
     return decision
 
 
-def _decision(registry: Any, options: PromoteOptions) -> tuple[Decision, str | None]:
+def _decision(registry: ModelRegistry, options: PromoteOptions) -> tuple[Decision, str | None]:
     """The decision to make (version, what the alias points at now) and the current
     production version."""
-    from fraudctl.adapters.registry import resolve_alias
     from fraudctl.services.train import git_commit
 
     source = promotion_source(Alias(options.to))
-    with registry.session() as mlflow:
-        version = options.version or resolve_alias(registry, mlflow, source)
-        previous = resolve_alias(registry, mlflow, options.to)
-        production = resolve_alias(registry, mlflow, Alias.PRODUCTION)
-        if version is None:
-            raise Refused(
-                f"nothing to promote: {registry.model_name} has no '{source}' alias",
-                hint="`fraudctl train` registers a candidate; or pass --version",
-            )
-        try:
-            mlflow.MlflowClient().get_model_version(registry.model_name, version)
-        except Exception as exc:
-            if isinstance(exc, BackendUnavailable):
-                raise
-            raise Refused(
-                f"{registry.model_name} has no version {version}",
-                hint="see `fraudctl promote --history`",
-            ) from exc
+    found = registry.aliases({source, Alias(options.to), Alias.PRODUCTION})
+    version = options.version or found[source]
+    previous, production = found[options.to], found[Alias.PRODUCTION]
+    if version is None:
+        raise Refused(
+            f"nothing to promote: {registry.model_name} has no '{source}' alias",
+            hint="`fraudctl train` registers a candidate; or pass --version",
+        )
+    if not registry.has_version(version):
+        raise Refused(
+            f"{registry.model_name} has no version {version}",
+            hint="see `fraudctl promote --history`",
+        )
     if previous == str(version):
         raise Refused(f"version {version} already is '{options.to}'", hint="nothing to do")
     decision = Decision(
@@ -233,13 +229,12 @@ def _decision(registry: Any, options: PromoteOptions) -> tuple[Decision, str | N
     return decision, production
 
 
-def _move(settings: Settings, registry: Any, decision: Decision) -> None:
+def _move(settings: Settings, registry: ModelRegistry, decision: Decision) -> None:
     """Compare-and-set the alias under the promotion lock."""
     from fraudctl.adapters.locks import promotion_lock
-    from fraudctl.adapters.registry import resolve_alias
 
-    with promotion_lock(settings), registry.session() as mlflow:
-        now = resolve_alias(registry, mlflow, decision.to)
+    with promotion_lock(settings):
+        now = registry.aliases([decision.to])[decision.to]
         if now != decision.previous:
             decision.outcome = "lost"
             decision.reason = (
@@ -247,7 +242,7 @@ def _move(settings: Settings, registry: Any, decision: Decision) -> None:
                 "this promotion was evaluated (another promote won); nothing changed"
             )
             return
-        registry.set_alias(mlflow, decision.to, decision.version)
+        registry.set_alias(decision.to, decision.version)
         decision.outcome = "promoted"
         decision.reason = f"'{decision.to}' now points at version {decision.version}"
 
@@ -255,21 +250,19 @@ def _move(settings: Settings, registry: Any, decision: Decision) -> None:
 def _staging_gates(
     settings: Settings,
     offline: Any,
-    registry: Any,
+    registry: ModelRegistry,
     decision: Decision,
     progress: Any,
     limits: Limits,
 ) -> list[Gate]:
     from fraudctl.adapters.online import OnlineState
-    from fraudctl.adapters.registry import load_version
     from fraudctl.services.drift import latest
 
     progress("loading the models")
-    with registry.session() as mlflow:
-        model = load_version(registry, mlflow, decision.version, Alias.CANDIDATE)
-        staging = None
-        if decision.previous is not None:
-            staging = load_version(registry, mlflow, decision.previous, Alias.STAGING)
+    model = registry.load(decision.version, Alias.CANDIDATE)
+    staging = None
+    if decision.previous is not None:
+        staging = registry.load(decision.previous, Alias.STAGING)
     progress("scoring the newest labeled events")
     feast = OnlineState(settings, offline.uri)
     frame = evaluation_rows(offline, feast, settings.promote_eval_events)

@@ -491,7 +491,7 @@ def _log_run(
                 "features_version": FEATURES_VERSION,
             }.items():
                 client.set_model_version_tag(registry.model_name, version, key, str(value))
-            registry.set_alias(mlflow, CANDIDATE_ALIAS, version)
+            registry.set_alias(CANDIDATE_ALIAS, version)
             return run.info.run_id, experiment_id, version
 
 

@@ -26,6 +26,7 @@ from fraudctl.errors import BackendUnavailable, Refused
 from fraudctl.features import FEATURE_NAMES, Txn, compute_features
 from fraudctl.gates import BASELINE_ALIASES, CANARY_ALIAS, SHADOW_ALIAS, Alias, baseline_alias
 from fraudctl.model import LoadedModel
+from fraudctl.ports import ModelRegistry
 from fraudctl.serving.control import LiveStats
 
 log = logging.getLogger("fraudctl.serve")
@@ -91,18 +92,13 @@ class Variants:
 class ModelSource:
     """Loads the variants from the registry (versions cached on disk)."""
 
-    def __init__(self, settings: Settings, shadow: bool) -> None:
-        from fraudctl.adapters.registry import Registry
-
-        self.registry = Registry(settings)
+    def __init__(self, registry: ModelRegistry, shadow: bool) -> None:
+        self.registry = registry
         self.shadow = shadow
         self._loaded: dict[str, LoadedModel] = {}
 
     def versions(self) -> dict[str, str | None]:
-        from fraudctl.adapters.registry import resolve_alias
-
-        with self.registry.session() as mlflow:
-            return {str(a): resolve_alias(self.registry, mlflow, a) for a in BASELINE_ALIASES}
+        return self.registry.aliases(BASELINE_ALIASES)
 
     def baseline_alias(self, versions: dict[str, str | None]) -> str:
         """The alias the baseline serves; exit 4 when the registry has nothing to serve
@@ -128,13 +124,10 @@ class ModelSource:
         return Variants(baseline, canary, shadow, baseline_alias)
 
     def _model(self, alias: str, version: str | None) -> LoadedModel:
-        from fraudctl.adapters.registry import load_version
-
         assert version is not None
         key = f"{alias}:{version}"
         if key not in self._loaded:
-            with self.registry.session() as mlflow:
-                self._loaded[key] = load_version(self.registry, mlflow, version, alias)
+            self._loaded[key] = self.registry.load(version, alias)
         return self._loaded[key]
 
 
@@ -183,12 +176,13 @@ class Scorer:
         from fraudctl.adapters.metrics import ServeMetrics
         from fraudctl.adapters.offline import open_offline
         from fraudctl.adapters.online import OnlineState
+        from fraudctl.adapters.registry import Registry
 
         self.settings = settings
         self.control = control
         self.shadow_on = shadow
         self.replica = replica or uuid.uuid4().hex[:8]
-        self.source = source or ModelSource(settings, shadow)
+        self.source = source or ModelSource(Registry(settings), shadow)
         self.metrics = ServeMetrics()
         self.offline = open_offline(settings)
         self.online = OnlineState(settings, self.offline.uri)

@@ -120,3 +120,29 @@ def test_stack_up_without_docker_says_use_native(
     result = cli("stack", "up")
     assert result.code == 3
     assert "--native" in result.err
+
+
+def test_help_texts_are_paragraphs_that_wrap_at_any_width() -> None:
+    import typer
+
+    from fraudctl.cli.common import reflow
+    from fraudctl.cli.main import app
+
+    assert reflow("one\ntwo\n\nthree\n- a\n  b\n- c") == "one two\n\nthree\n- a\n  b\n- c"
+    command = typer.main.get_command(app)
+    helps = []
+
+    def walk(node: object) -> None:
+        helps.append(getattr(node, "help", None) or "")
+        for child in (getattr(node, "commands", None) or {}).values():
+            walk(child)
+
+    walk(command)
+    assert len(helps) > 15
+    for text in helps:
+        for paragraph in text.split("\n\n"):
+            lines = paragraph.splitlines()
+            # a line break inside a paragraph only before a list item or an indented line
+            assert all(
+                line.startswith(("-", "*", " ")) or line[:1].isdigit() for line in lines[1:]
+            ), paragraph

@@ -109,3 +109,21 @@ class GracefulStop:
     def __exit__(self, *_exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def reflow(text: str) -> str:
+    """Join a hard-wrapped text's lines into paragraphs (blank lines separate them); a
+    line that starts a list item (``-``, ``*``, ``1.``) or is indented stays a line."""
+    import re
+
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines: list[str] = []
+        for line in block.splitlines():
+            starts_item = re.match(r"\s+\S|[-*] |[0-9]+[.)] ", line) is not None
+            if lines and not starts_item:
+                lines[-1] = f"{lines[-1]} {line.strip()}"
+            else:
+                lines.append(line.rstrip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)

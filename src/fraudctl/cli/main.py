@@ -24,7 +24,7 @@ from fraudctl.cli import (
     stack_cmd,
     train_cmd,
 )
-from fraudctl.cli.common import AppState, err_console, print_json
+from fraudctl.cli.common import AppState, err_console, print_json, reflow
 from fraudctl.errors import EXIT_CODE_HELP, ExitCode, FraudctlError, storage_error
 
 app = typer.Typer(
@@ -98,6 +98,23 @@ features_app = typer.Typer(help="Inspect features.", no_args_is_help=True)
 features_app.command("get")(materialize_cmd.features_get)
 app.add_typer(features_app, name="features")
 app.command("demo")(demo_cmd.demo)
+
+
+def _reflow_help(typer_app: typer.Typer) -> None:
+    """Every command's help as paragraphs that wrap to the terminal: the docstrings are
+    hard-wrapped at 90 columns, and Typer keeps single line breaks after the first
+    paragraph, which broke sentences in the middle on any other width."""
+    import inspect
+
+    for info in typer_app.registered_commands:
+        if info.help is None and info.callback is not None:
+            info.help = reflow(inspect.getdoc(info.callback) or "")
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
+
+
+_reflow_help(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,9 @@ from fraudctl.errors import BackendUnavailable
 
 app = typer.Typer(help="Start, stop and inspect the service stack.", no_args_is_help=True)
 
-COMPOSE_FILE = Path("compose/docker-compose.yml")
+# The compose stack ships inside the package (pyproject's package-data), so `stack up`
+# works from any directory; ./compose in a checkout is a link to the same files.
+COMPOSE_FILE = Path(__file__).resolve().parents[1] / "data" / "compose" / "docker-compose.yml"
 
 NativeOption = Annotated[
     bool,
@@ -107,7 +109,8 @@ def _compose(*args: str) -> None:
         )
     if not COMPOSE_FILE.is_file():
         raise BackendUnavailable(
-            f"{COMPOSE_FILE} not found", hint="run from the project root (where compose/ is)"
+            f"{COMPOSE_FILE} is missing from the installed package",
+            hint="reinstall fraudctl (`pip install --force-reinstall fraudctl`)",
         )
     assert docker is not None
     env_file = ["--env-file", ".env"] if Path(".env").is_file() else []
@@ -117,5 +120,5 @@ def _compose(*args: str) -> None:
     if result.returncode != 0:
         raise BackendUnavailable(
             f"docker compose {' '.join(args)} failed (exit {result.returncode})",
-            hint="see the output above; `docker compose -f compose/docker-compose.yml logs`",
+            hint=f"see the output above; `docker compose -f {COMPOSE_FILE} logs`",
         )

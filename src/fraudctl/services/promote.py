@@ -31,7 +31,6 @@ from typing import Any
 
 from fraudctl.config import Settings
 from fraudctl.errors import BackendUnavailable, Refused
-from fraudctl.ports import ModelRegistry
 from fraudctl.gates import (
     PROMOTION_TARGETS,
     Alias,
@@ -45,6 +44,7 @@ from fraudctl.gates import (
     drift_gate,
     promotion_source,
 )
+from fraudctl.ports import ModelRegistry
 
 TARGETS = tuple(str(a) for a in PROMOTION_TARGETS)
 PROMOTIONS = "promotions"  # in the offline store: one JSON object per decision

@@ -279,16 +279,26 @@ def load_version(registry: Registry, mlflow: Any, version: str, alias: str) -> L
 
 
 def _is_unreachable(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__}: {exc}"
-    markers = (
-        "Max retries exceeded",
-        "Connection refused",
-        "ConnectionError",
-        "Read timed out",
-        "ConnectTimeout",
-        "API request to",
-    )
-    return any(marker in text for marker in markers)
+    """Whether an MLflow failure is the registry not answering, by type, never by
+    message: MLflow's REST client raises its ``MlflowException`` from inside an
+    ``except``, so the transport error (connection refused, a timeout, the retries on
+    5xx answers exhausted) is on the exception's chain; a server that says it is
+    temporarily unavailable carries that error code."""
+    import requests
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE, ErrorCode
+
+    transport = (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError,
+                 ConnectionError, TimeoutError)  # fmt: skip
+    unavailable = ErrorCode.Name(TEMPORARILY_UNAVAILABLE)
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, transport):
+            return True
+        if isinstance(seen, MlflowException) and seen.error_code == unavailable:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -127,3 +127,13 @@ def reflow(text: str) -> str:
                 lines.append(line.rstrip())
         paragraphs.append("\n".join(lines))
     return "\n\n".join(paragraphs)
+
+
+def said_no() -> NoReturn:
+    """Exit 4 after the result was printed, when the result itself is the "no" (a drift
+    verdict, a refused promotion, a freshness breach, invalid records): the output is
+    the answer, so no error document follows. A refusal *before* any result is
+    :class:`fraudctl.errors.Refused` (message, hint, one JSON error document)."""
+    from fraudctl.errors import ExitCode
+
+    raise typer.Exit(ExitCode.REFUSED)

@@ -13,7 +13,7 @@ from typing import Annotated, BinaryIO
 import typer
 from rich.markup import escape
 
-from fraudctl.cli.common import JsonOption, console, err_console, print_json
+from fraudctl.cli.common import JsonOption, console, err_console, print_json, said_no
 from fraudctl.errors import ExitCode, UsageError
 
 PROGRESS_EVERY = 50_000
@@ -115,7 +115,7 @@ def validate(
         )
         raise typer.Exit(ExitCode.USAGE)
     if invalid:
-        raise typer.Exit(ExitCode.REFUSED)
+        said_no()
 
 
 def _open_lines(source: str, stack: ExitStack) -> Iterator[bytes]:

@@ -8,7 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from fraudctl.cli.common import JsonOption, console, err_console, print_json, state_of, table
+from fraudctl.cli.common import (
+    JsonOption,
+    console,
+    err_console,
+    print_json,
+    said_no,
+    state_of,
+    table,
+)
 
 
 def drift(
@@ -52,7 +60,7 @@ def drift(
     Exit 0 ok; 4 drift (largest PSI ≥ --threshold) or insufficient data (fewer than
     --min-rows in either window); 3 a store or the registry is unreachable.
     """
-    from fraudctl.errors import ExitCode, UsageError
+    from fraudctl.errors import UsageError
     from fraudctl.services.drift import SOURCES, DriftOptions, WindowSpec, run_drift
 
     if source not in SOURCES:
@@ -77,7 +85,7 @@ def drift(
     else:
         _show(outcome)
     if result.status != "ok":
-        raise typer.Exit(ExitCode.REFUSED)
+        said_no()
 
 
 def _show(outcome: dict[str, Any]) -> None:

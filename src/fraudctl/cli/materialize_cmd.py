@@ -15,6 +15,7 @@ from fraudctl.cli.common import (
     err_console,
     key_values,
     print_json,
+    said_no,
     state_of,
 )
 from fraudctl.timespec import parse_time_bound
@@ -257,7 +258,6 @@ def _backfill(settings: Any, bounds: tuple[str, str], as_json: bool) -> None:
 
 def _check_freshness(bus: Any, settings: Any, slo_s: float, as_json: bool) -> None:
     from fraudctl.adapters.dedupe import open_dedupe
-    from fraudctl.errors import ExitCode
     from fraudctl.services.materialize import freshness
 
     consumer = bus.consumer(settings.consumer_group, [settings.topic_transactions])
@@ -271,7 +271,7 @@ def _check_freshness(bus: Any, settings: Any, slo_s: float, as_json: bool) -> No
         lag = "never written" if result.lag_s is None else f"{result.lag_s:,.1f} s"
         console.print(f"online features trail the stream by {lag} (SLO {slo_s:,.0f} s)")
     if not result.ok:
-        raise typer.Exit(ExitCode.REFUSED)
+        said_no()
 
 
 def _follow(

@@ -6,7 +6,15 @@ from typing import Annotated, Any
 
 import typer
 
-from fraudctl.cli.common import JsonOption, console, err_console, print_json, state_of, table
+from fraudctl.cli.common import (
+    JsonOption,
+    console,
+    err_console,
+    print_json,
+    said_no,
+    state_of,
+    table,
+)
 from fraudctl.cli.serve_cmd import DEFAULT_URL, UrlOption
 
 
@@ -34,7 +42,7 @@ def promote(
     Exit 0 promoted (or --dry-run passed), 4 refused or lost to a concurrent promote,
     3 a backend unreachable.
     """
-    from fraudctl.errors import ExitCode, UsageError
+    from fraudctl.errors import UsageError
     from fraudctl.services.promote import TARGETS, PromoteOptions, history
     from fraudctl.services.promote import promote as run
 
@@ -58,7 +66,7 @@ def promote(
     else:
         _show(outcome)
     if decision.outcome not in ("promoted", "dry_run"):
-        raise typer.Exit(ExitCode.REFUSED)
+        said_no()
 
 
 def _show(outcome: dict[str, Any]) -> None:

@@ -68,6 +68,12 @@ class Settings(BaseModel):
     bus: Literal["filelog", "kafka"] = Field(description="Event bus backend.")
     offline_store: Literal["localfs", "s3"] = Field(description="Offline (Parquet) store.")
     online_store: Literal["sqlite", "redis"] = Field(description="Feast online store.")
+    dedupe_store: Literal["sqlite", "redis"] = Field(
+        description="Where materialize keeps the event ids it wrote and its freshness marks."
+    )
+    promote_lock: Literal["file", "redis"] = Field(
+        description="What serialises promotions: a file lock (one host) or a Redis key (all)."
+    )
     kafka_bootstrap: str = Field(description="Kafka-API bootstrap servers, host:port[,…].")
     topic_transactions: str = Field(description="Topic of live transactions.")
     topic_labels: str = Field(description="Topic of delayed true labels.")
@@ -234,12 +240,16 @@ def profile_defaults(profile: Profile, home: Path) -> dict[str, Any]:
             "bus": "kafka",
             "offline_store": "s3",
             "online_store": "redis",
+            "dedupe_store": "redis",
+            "promote_lock": "redis",
             "mlflow_uri": f"http://127.0.0.1:{STACK_PORTS['mlflow']}",
         }
     return common | {
         "bus": "filelog",
         "offline_store": "localfs",
         "online_store": "sqlite",
+        "dedupe_store": "sqlite",
+        "promote_lock": "file",
         "mlflow_uri": f"sqlite:///{home / 'mlflow.db'}",
     }
 

@@ -29,6 +29,22 @@ def test_defaults_follow_the_profile(tmp_path: Path) -> None:
     assert stack.settings.mlflow_uri == f"http://127.0.0.1:{STACK_PORTS['mlflow']}"
 
 
+def test_the_dedupe_store_and_the_promotion_lock_are_choices_of_their_own(tmp_path: Path) -> None:
+    from fraudctl.adapters.dedupe import RedisDedupe, SqliteDedupe, open_dedupe
+
+    local = load_settings(environ={}, cwd=tmp_path)
+    assert (local.settings.dedupe_store, local.settings.promote_lock) == ("sqlite", "file")
+    stack = load_settings({"profile": "stack"}, environ={}, cwd=tmp_path)
+    assert (stack.settings.dedupe_store, stack.settings.promote_lock) == ("redis", "redis")
+    assert isinstance(open_dedupe(local.settings), SqliteDedupe)
+    # Redis for the ids with the embedded online store: one setting, not the profile
+    mixed = load_settings(environ={"FRAUDCTL_DEDUPE_STORE": "redis"}, cwd=tmp_path)
+    assert mixed.settings.online_store == "sqlite" and mixed.sources["dedupe_store"] == "env"
+    assert isinstance(open_dedupe(mixed.settings), RedisDedupe)
+    shown = {row["key"]: row for row in mixed.rows()}
+    assert shown["dedupe_store"]["source"] == "env" and shown["promote_lock"]["value"] == "file"
+
+
 @pytest.mark.parametrize(
     ("layers", "expected", "source"),
     [

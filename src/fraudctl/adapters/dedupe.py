@@ -199,6 +199,6 @@ class RedisDedupe:
 
 
 def open_dedupe(settings: Settings) -> DedupeStore:
-    if settings.online_store == "redis":
+    if settings.dedupe_store == "redis":
         return RedisDedupe(settings)
     return SqliteDedupe(settings.state_dir / "dedupe.db")

@@ -71,9 +71,9 @@ def _holder(text: str) -> str:
 
 @contextmanager
 def promotion_lock(settings: Settings) -> Iterator[None]:
-    """One alias move at a time per model: a Redis key where the online store is Redis
-    (every machine of the stack), else a file lease under the home (waited for)."""
-    if settings.online_store != "redis":
+    """One alias move at a time per model (setting ``promote_lock``): a Redis key (every
+    machine of the stack), or a file lease under the home (one host; waited for)."""
+    if settings.promote_lock == "file":
         with run_lease(settings.home / "promote.lock", "promote", wait=True):
             yield
         return

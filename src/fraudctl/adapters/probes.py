@@ -257,6 +257,15 @@ def check_all(settings: Settings) -> list[CheckResult]:
         results.append(
             _check("online store", "sqlite", str(home / "online"), lambda: _ok_dir(home / "online"))
         )
+        users = [k for k in ("dedupe_store", "promote_lock") if getattr(settings, k) == "redis"]
+        if users:  # Redis without the online store: checked for what uses it
+
+            def redis_used() -> str:
+                redis_ping(settings)
+                return "PING answered"
+
+            part = " and ".join(k.replace("_", " ") for k in users)
+            results.append(_check(part, "redis", mask_url(settings.redis_url), redis_used))
 
     def mlflow_ok() -> str:
         mlflow_health(settings)

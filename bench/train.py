@@ -63,7 +63,7 @@ def bare(home: str) -> None:
     import pyarrow.dataset as ds
 
     from fraudctl.model import MODEL_INPUTS, make_pipeline
-    from fraudctl.services.train import split_by_time
+    from fraudctl.services.training_set import split_by_time
 
     started = time.monotonic()
     root = Path(home) / "offline"
@@ -158,12 +158,8 @@ def quality(workdir: Path, events: int = 50_000) -> dict[str, Any]:
     from fraudctl.adapters.online import OnlineState
     from fraudctl.config import environ, load_settings
     from fraudctl.model import RAW_FIELDS
-    from fraudctl.services.train import (
-        fit_and_evaluate,
-        labeled_events,
-        split_by_time,
-        with_features,
-    )
+    from fraudctl.services.train import fit_and_evaluate
+    from fraudctl.services.training_set import labeled_events, split_by_time, with_features
 
     with environ({"FRAUDCTL_PROFILE": "local", "FRAUDCTL_HOME": str(home)}):
         settings = load_settings().settings

@@ -132,6 +132,11 @@ def test_a_read_only_home_serves_the_reads_and_names_the_refused_writes(
         assert str(home) in refused.err
         produced = cli("produce", "--count", "10", "--rate", "0", "--json")
         assert produced.code == 3, produced.err
+        assert cli("schema").code == 0
+        # doctor's job is to say what cannot work: the home's stores are not writable
+        doctor = cli("doctor", "--json")
+        assert doctor.code == 3, doctor.err
+        assert "not writable (Read-only file system)" in doctor.out
 
 
 def test_disk_full_during_train_and_serve_names_it_and_loses_nothing_once_there_is_room(

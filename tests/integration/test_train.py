@@ -27,12 +27,8 @@ from fraudctl.cli.main import main
 from fraudctl.config import environ, load_settings
 from fraudctl.generator import format_ts, ulid_from
 from fraudctl.model import MODEL_INPUTS, RAW_FIELDS
-from fraudctl.services.train import (
-    fit_and_evaluate,
-    labeled_events,
-    split_by_time,
-    with_features,
-)
+from fraudctl.services.train import fit_and_evaluate
+from fraudctl.services.training_set import labeled_events, split_by_time, with_features
 from fraudctl.stack.native import free_ports
 from tests.conftest import RunCli
 from tests.integration.conftest import REDIS_DBS, private_corner

@@ -18,7 +18,7 @@ from fraudctl.errors import Refused, UsageError
 from fraudctl.generator import ulid_from
 from fraudctl.model import choose_threshold, evaluate, recall_at_fpr
 from fraudctl.ports import Record
-from fraudctl.services.train import (
+from fraudctl.services.training_set import (
     MIN_LABELED_EVENTS,
     LabeledEvents,
     check_enough,

@@ -212,7 +212,8 @@ def _batch(
     batch_size: int,
     should_stop: Callable[[], bool],
 ) -> Any:
-    from fraudctl.services.materialize import materialize_in_workers, open_materializer
+    from fraudctl.services.materialize import open_materializer
+    from fraudctl.services.materialize_workers import materialize_in_workers
 
     with err_console.status("materializing…") as status:
 
@@ -240,7 +241,7 @@ def _backfill(settings: Any, bounds: tuple[str, str], as_json: bool) -> None:
     from fraudctl.adapters.offline import open_offline
     from fraudctl.adapters.online import OnlineState
     from fraudctl.errors import UsageError
-    from fraudctl.services.materialize import backfill
+    from fraudctl.services.backfill import backfill
 
     start = parse_time_bound("--backfill START", bounds[0])
     end = parse_time_bound("--backfill END", bounds[1], end_of_day=True)
@@ -258,7 +259,7 @@ def _backfill(settings: Any, bounds: tuple[str, str], as_json: bool) -> None:
 
 def _check_freshness(bus: Any, settings: Any, slo_s: float, as_json: bool) -> None:
     from fraudctl.adapters.dedupe import open_dedupe
-    from fraudctl.services.materialize import freshness
+    from fraudctl.services.freshness import freshness
 
     consumer = bus.consumer(settings.consumer_group, [settings.topic_transactions])
     try:

@@ -40,10 +40,8 @@ from fraudctl.contract import LabelRecord, Transaction, judged_at, validate_byte
 from fraudctl.errors import BackendUnavailable
 from fraudctl.features import Txn, UserWindow
 from fraudctl.ports import ONLINE_NEWEST_MARK, BusConsumer, BusProducer, Record, TopicPartition
-from fraudctl.workers import add_counts, run_workers
 
 POLL_BATCH = 50_000
-FRESHNESS_SLO_S = 120.0
 WINDOW_CACHE_USERS = 500_000
 ORIGIN_CACHE_IDS = 2_000_000
 FOLLOW_POLL_S = 0.05  # --follow: longest wait for more records before handling those in hand
@@ -536,79 +534,6 @@ def open_materializer(
     )
 
 
-def materialize_in_workers(
-    settings: Settings,
-    workers: int,
-    max_events: int | None = None,
-    *,
-    batch_size: int = POLL_BATCH,
-    should_stop: Callable[[], bool] = lambda: False,
-    on_progress: Callable[[MaterializeSummary], None] = lambda _s: None,
-) -> MaterializeSummary:
-    """Batch materialization split over ``workers`` processes, each owning every
-    ``workers``-th partition of both topics.  A user's events and labels share a
-    partition (they are keyed by user), so each user's window has one writer."""
-    per_worker = None if max_events is None else max(1, max_events // workers)
-    finals = run_workers(
-        _materialize_worker,
-        [(workers, settings, per_worker, batch_size) for _ in range(workers)],
-        should_stop=should_stop,
-        on_report=lambda latest: on_progress(
-            merge_summaries([MaterializeSummary(**d) for d in latest.values()])
-        ),
-    )
-    return merge_summaries([MaterializeSummary(**d) for d in finals.values()])
-
-
-def _materialize_worker(
-    index: int,
-    count: int,
-    settings: Settings,
-    max_events: int | None,
-    batch_size: int,
-    *,
-    stop: Any,
-    report: Callable[[str, Any], None],
-) -> None:
-    materializer = open_materializer(settings, share=(index, count), batch_size=batch_size)
-    try:
-        summary = materializer.run_to_end(
-            max_events, lambda s: report("progress", s.as_dict()), stop.is_set
-        )
-    finally:
-        materializer.close()
-    report("final", summary.as_dict())
-
-
-_SUMMED = (
-    "events_read",
-    "valid",
-    "dead_lettered",
-    "duplicates_skipped",
-    "labels_read",
-    "labels_joined",
-    "rows_written_offline",
-    "users_updated_online",
-    "batches",
-    "read_past_reported_end",
-)
-
-
-def merge_summaries(parts: list[MaterializeSummary]) -> MaterializeSummary:
-    merged = MaterializeSummary()
-    for part in parts:
-        add_counts(merged, part, _SUMMED, ("dlq_reasons",))
-        merged.bus_damage += part.bus_damage
-        if part.newest_event_ts is not None:
-            merged.newest_event_ts = max(merged.newest_event_ts or 0.0, part.newest_event_ts)
-        if part.online_lag_s is not None:
-            merged.online_lag_s = max(merged.online_lag_s or 0.0, part.online_lag_s)
-        merged.elapsed_s = max(merged.elapsed_s, part.elapsed_s)
-    if merged.elapsed_s > 0:
-        merged.events_per_s = merged.events_read / merged.elapsed_s
-    return merged
-
-
 def _first_offsets(records: list[Record]) -> dict[TopicPartition, int]:
     firsts: dict[TopicPartition, int] = {}
     for record in records:
@@ -624,87 +549,3 @@ def _next_offsets(records: list[Record]) -> dict[TopicPartition, int]:
         tp = (record.topic, record.partition)
         nexts[tp] = max(nexts.get(tp, 0), record.offset + 1)
     return nexts
-
-
-@dataclass(frozen=True)
-class Freshness:
-    stream_newest_event_ts: float | None
-    online_newest_event_ts: float | None
-    lag_s: float | None
-    slo_s: float
-
-    @property
-    def ok(self) -> bool:
-        return self.lag_s is not None and self.lag_s <= self.slo_s
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"status": "ok" if self.ok else "breach"}
-
-
-def freshness(
-    consumer: BusConsumer, dedupe: DedupeStore, slo_s: float = FRESHNESS_SLO_S
-) -> Freshness:
-    """How far the online features trail the stream, from the events' own timestamps:
-    the newest event time on the transactions topic minus the newest written online."""
-    newest_stream = None
-    for value in consumer.last_values().values():
-        verdict = validate_bytes(value)
-        if verdict.record is not None:
-            ts = verdict.record.event_ts.timestamp()
-            newest_stream = ts if newest_stream is None else max(newest_stream, ts)
-    newest_online = dedupe.get_mark(ONLINE_NEWEST_MARK)
-    if newest_stream is None:
-        lag = 0.0
-    elif newest_online is None:
-        lag = None
-    else:
-        lag = max(newest_stream - newest_online, 0.0)
-    return Freshness(newest_stream, newest_online, lag, slo_s)
-
-
-@dataclass(frozen=True)
-class BackfillSummary:
-    start: str
-    end: str
-    snapshots_read: int
-    users_restored: int
-    newest_event_ts: float | None
-    elapsed_s: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def backfill(
-    offline: ParquetStore, online: OnlineState, dedupe: DedupeStore, start: datetime, end: datetime
-) -> BackfillSummary:
-    """Rebuild the online store from the offline ``user_state`` snapshots (the recovery
-    path after losing Redis): Feast materializes the newest snapshot of every user whose
-    state time falls in [start, end]."""
-    import pyarrow.compute as pc
-
-    started = time.monotonic()
-    table = offline.read("user_state", ["user_id", "state_ts", "newest_ts"])
-    snapshots = users = 0
-    newest: float | None = None
-    if table.num_rows:
-        in_range = pc.and_(
-            pc.greater_equal(table["state_ts"], start),
-            pc.less_equal(table["state_ts"], end),
-        )
-        chosen = table.filter(in_range)
-        snapshots = chosen.num_rows
-        users = len(pc.unique(chosen["user_id"]))
-        if snapshots:
-            newest = float(pc.max(chosen["newest_ts"]).as_py())
-    online.backfill(offline.uri, start, end)
-    if newest is not None:
-        dedupe.raise_mark(ONLINE_NEWEST_MARK, newest)
-    return BackfillSummary(
-        start.isoformat(),
-        end.isoformat(),
-        snapshots,
-        users,
-        newest,
-        time.monotonic() - started,
-    )

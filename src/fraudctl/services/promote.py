@@ -77,7 +77,7 @@ class Decision:
 
 def evaluation_rows(offline: Any, feast: Any, newest: int) -> Any:
     """The newest ``newest`` labeled events with their point-in-time features."""
-    from fraudctl.services.train import labeled_events, with_features
+    from fraudctl.services.training_set import labeled_events, with_features
 
     labeled = labeled_events(offline, None, None, datetime.now(UTC))
     frame, _without = with_features(feast, labeled)
@@ -196,7 +196,7 @@ def promote(
 def _decision(registry: ModelRegistry, options: PromoteOptions) -> tuple[Decision, str | None]:
     """The decision to make (version, what the alias points at now) and the current
     production version."""
-    from fraudctl.services.train import git_commit
+    from fraudctl.services.provenance import git_commit
 
     source = promotion_source(Alias(options.to))
     found = registry.aliases({source, Alias(options.to), Alias.PRODUCTION})

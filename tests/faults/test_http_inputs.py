@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fraudctl.adapters.metrics import ServeMetrics
-from fraudctl.serving import app as app_module
+from fraudctl.serving.app import create_app
 from fraudctl.serving.control import Control
 
 GOOD = {
@@ -60,9 +60,8 @@ class StandInScorer:
 def client() -> TestClient:
     from fraudctl.serving.tracing import Tracing
 
-    scorer = StandInScorer()
-    app_module.attach(scorer, Tracing(None))  # type: ignore[arg-type]
-    return TestClient(app_module.app, raise_server_exceptions=False)
+    app = create_app(StandInScorer(), Tracing(None))  # type: ignore[arg-type]
+    return TestClient(app, raise_server_exceptions=False)
 
 
 def raw(client: TestClient, path: str, body: str | bytes) -> Any:
@@ -124,7 +123,7 @@ def test_schemathesis_all_checks_positive_and_negative(client: TestClient) -> No
 
     from tests.fuzzing import fuzz_every_operation
 
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app_module.app)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
     calls, failures = fuzz_every_operation(schema, max_examples=60)
     assert not failures, "\n".join(sorted(set(failures))[:20])
     assert calls["POST /v1/score negative"] >= 30, calls

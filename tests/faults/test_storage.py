@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fraudctl.serving.scorer import LOG_FLUSH_S
+from fraudctl.serving.prediction_log import LOG_FLUSH_S
 from fraudctl.stack.native import free_ports
 from tests.conftest import RunCli
 from tests.integration.test_materialize import assert_each_event_once_offline_and_online

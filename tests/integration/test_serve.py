@@ -29,7 +29,7 @@ import yaml
 from fraudctl.cli.main import main
 from fraudctl.config import environ, load_settings
 from fraudctl.generator import ulid_from
-from fraudctl.serving.scorer import LOG_FLUSH_S
+from fraudctl.serving.prediction_log import LOG_FLUSH_S
 from fraudctl.stack.native import free_ports, private_stack_env
 
 USERS = 10_000

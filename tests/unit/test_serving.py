@@ -13,7 +13,7 @@ from fraudctl.contract import COUNTRIES, DEVICES
 from fraudctl.model import CATEGORIES, MODEL_INPUTS, calibrate, make_pipeline
 from fraudctl.model_fast import compile_row_scorer
 from fraudctl.serving.control import Control, LiveStats
-from fraudctl.serving.scorer import assign_variant, bucket_of
+from fraudctl.serving.variants import assign_variant, bucket_of
 from tests.fakes import InMemoryRegistry
 
 
@@ -122,7 +122,7 @@ def test_a_request_span_has_children_and_continues_the_callers_trace() -> None:
 
 def test_nothing_to_serve_is_one_refusal_wherever_it_is_found() -> None:
     from fraudctl.errors import ExitCode, Refused
-    from fraudctl.serving.scorer import ModelSource
+    from fraudctl.serving.variants import ModelSource
 
     source = ModelSource(InMemoryRegistry(), shadow=False)
     with pytest.raises(Refused, match="nothing to serve") as refused:
@@ -135,7 +135,7 @@ def test_nothing_to_serve_is_one_refusal_wherever_it_is_found() -> None:
 
 @pytest.mark.parametrize("shadow", [False, True])
 def test_the_variants_follow_the_aliases_and_each_version_loads_once(shadow: bool) -> None:
-    from fraudctl.serving.scorer import ModelSource
+    from fraudctl.serving.variants import ModelSource
 
     registry = InMemoryRegistry()
     one, two, three = (registry.add_version(object(), 0.5) for _ in range(3))

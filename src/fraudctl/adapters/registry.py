@@ -117,6 +117,7 @@ class Registry:
         SQLAlchemy and MLflow wrap it), or an OSError writing its artifacts."""
         import sqlite3
 
+        from fraudctl.adapters.dedupe import sqlite_code
         from fraudctl.errors import storage_error
 
         seen: BaseException | None = exc
@@ -125,16 +126,17 @@ class Registry:
                 mapped = storage_error(seen)
                 if isinstance(mapped, BackendUnavailable):
                     return mapped
-            if isinstance(seen, sqlite3.OperationalError):
+            if isinstance(seen, sqlite3.Error):
                 text = str(seen)
                 where = self.uri.removeprefix("sqlite:///")
-                if "disk is full" in text:
+                code = sqlite_code(seen)
+                if code == sqlite3.SQLITE_FULL:
                     return BackendUnavailable(
                         f"no space left for the MLflow store {where} ({text})",
                         hint="free space on that disk, or set FRAUDCTL_HOME to a disk with "
                         "room; registered versions are kept",
                     )
-                if "readonly" in text:
+                if code == sqlite3.SQLITE_READONLY:
                     return BackendUnavailable(
                         f"cannot write the MLflow store {where} ({text})",
                         hint="make it writable, or set FRAUDCTL_HOME to a writable directory",

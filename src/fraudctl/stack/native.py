@@ -137,8 +137,10 @@ def port_is_free(port: int) -> bool:
 
 
 def ports_of(name: str, port: int) -> list[int]:
-    """Every port the service binds when its own is ``port``."""
-    return SPECS[name].ports(port)
+    """Every port a stack service binds when its own is ``port``; anything else (a
+    server, a Pushgateway a test starts) binds just ``port``."""
+    spec = SPECS.get(name)
+    return [port] if spec is None else spec.ports(port)
 
 
 def _weed_ports(port: int) -> list[int]:

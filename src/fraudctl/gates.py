@@ -55,16 +55,20 @@ class _Thresholds(Protocol):
     def promote_canary_min_requests(self) -> int: ...
 
 
+MIN_EVAL_ROWS = 200  # fewer labeled events make a ROC AUC comparison meaningless
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Every threshold a gate or the breach rule compares against."""
+    """Every threshold a gate or the breach rule compares against. Their defaults live in
+    the settings (``fraudctl.config``), once: build this with :meth:`of`."""
 
-    max_error_rate: float = 0.01
-    max_p95_ms: float = 200.0
-    min_requests: int = 500
-    drift_threshold: float = 0.3
-    auc_floor: float = 0.8
-    min_eval_rows: int = 200
+    max_error_rate: float
+    max_p95_ms: float
+    min_requests: int
+    drift_threshold: float
+    auc_floor: float
+    min_eval_rows: int = MIN_EVAL_ROWS
 
     @classmethod
     def of(cls, settings: _Thresholds) -> Limits:

@@ -3,6 +3,7 @@ threshold (fraudctl.gates is pure: no backend, no settings file)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from typing import Any
@@ -114,7 +115,8 @@ def test_the_breach_rule_and_the_canary_gate_agree() -> None:
 
 
 def test_the_rule_text_names_the_limits() -> None:
-    gate = canary_gate(CanaryWindow(0, None, None), None, "1", Limits(max_error_rate=0.025))
+    limits = dataclasses.replace(LIMITS, max_error_rate=0.025)
+    gate = canary_gate(CanaryWindow(0, None, None), None, "1", limits)
     assert "2.50%" in gate.rule and "200 ms" in gate.rule and "500 requests" in gate.rule
 
 

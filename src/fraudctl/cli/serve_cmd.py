@@ -246,11 +246,14 @@ def watch(
     """Check the canary every --interval over the trailing --window; with enough requests,
     an error rate or p95 above the limits is a breach. With --auto-rollback a breach sets
     the canary to 0 % (recording what was seen) and exits 4."""
+    from dataclasses import replace
+
     from fraudctl.errors import Refused
     from fraudctl.gates import CanaryWindow, Limits, canary_breach
 
     defaults = Limits.of(state_of(ctx).settings)
-    limits = Limits(
+    limits = replace(
+        defaults,
         max_error_rate=defaults.max_error_rate if max_error_rate is None else max_error_rate,
         max_p95_ms=defaults.max_p95_ms if max_p95_ms is None else max_p95_ms,
         min_requests=min_requests,

@@ -113,15 +113,14 @@ class Registry:
                 raise storage from exc
 
     def _local_storage_failure(self, exc: BaseException) -> BackendUnavailable | None:
-        """The embedded store's disk full or read-only (SQLite says so in its message;
-        SQLAlchemy and MLflow wrap it), or an OSError writing its artifacts."""
+        """The embedded store's disk full or read-only (SQLite's result code, on the chain
+        SQLAlchemy and MLflow wrap it in), or an OSError writing its artifacts."""
         import sqlite3
 
         from fraudctl.adapters.dedupe import sqlite_code
         from fraudctl.errors import storage_error
 
-        seen: BaseException | None = exc
-        while seen is not None:
+        for seen in _chain(exc):
             if isinstance(seen, OSError):
                 mapped = storage_error(seen)
                 if isinstance(mapped, BackendUnavailable):
@@ -141,7 +140,6 @@ class Registry:
                         f"cannot write the MLflow store {where} ({text})",
                         hint="make it writable, or set FRAUDCTL_HOME to a writable directory",
                     )
-            seen = seen.__cause__ or seen.__context__
         return None
 
     def experiment_id(self, mlflow: Any, name: str) -> str:
@@ -293,14 +291,19 @@ def _is_unreachable(exc: BaseException) -> bool:
     transport = (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError,
                  ConnectionError, TimeoutError)  # fmt: skip
     unavailable = ErrorCode.Name(TEMPORARILY_UNAVAILABLE)
+    return any(
+        isinstance(seen, transport)
+        or (isinstance(seen, MlflowException) and seen.error_code == unavailable)
+        for seen in _chain(exc)
+    )
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it was raised from or while handling, outermost first."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, transport):
-            return True
-        if isinstance(seen, MlflowException) and seen.error_code == unavailable:
-            return True
+        yield seen
         seen = seen.__cause__ or seen.__context__
-    return False
 
 
 @contextlib.contextmanager

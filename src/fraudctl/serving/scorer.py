@@ -174,7 +174,7 @@ class Scorer:
             # here while it shuts down (Ray's direct ingress does): log it at once, so
             # every answered request reaches the log.
             self._shadow_and_log(responses, rows)
-            self.flush_log()
+            self.log.flush()
         return responses
 
     def _evaluate(
@@ -277,9 +277,6 @@ class Scorer:
         if self.log.append(entries):
             self.log.flush()
 
-    def flush_log(self) -> None:
-        self.log.flush()
-
     # -- background: reload, statistics, freshness ----------------------------------
 
     def _every(self, seconds: float, action: Callable[[], None]) -> None:
@@ -351,4 +348,4 @@ class Scorer:
             self._stop.set()
             self._after.put(None)
         self._threads[0].join(timeout=CLOSE_TIMEOUT_S)
-        self.flush_log()
+        self.log.flush()

@@ -246,12 +246,11 @@ def check_all(settings: Settings) -> list[CheckResult]:
             )
         )
 
+    def redis_ok() -> str:
+        redis_ping(settings)
+        return "PING answered"
+
     if settings.online_store == "redis":
-
-        def redis_ok() -> str:
-            redis_ping(settings)
-            return "PING answered"
-
         results.append(_check("online store", "redis", mask_url(settings.redis_url), redis_ok))
     else:
         results.append(
@@ -259,13 +258,8 @@ def check_all(settings: Settings) -> list[CheckResult]:
         )
         users = [k for k in ("dedupe_store", "promote_lock") if getattr(settings, k) == "redis"]
         if users:  # Redis without the online store: checked for what uses it
-
-            def redis_used() -> str:
-                redis_ping(settings)
-                return "PING answered"
-
             part = " and ".join(k.replace("_", " ") for k in users)
-            results.append(_check(part, "redis", mask_url(settings.redis_url), redis_used))
+            results.append(_check(part, "redis", mask_url(settings.redis_url), redis_ok))
 
     def mlflow_ok() -> str:
         mlflow_health(settings)

@@ -298,13 +298,14 @@ class ServiceSpec:
         return _address_port(getattr(settings, self.setting), self.setting, self.default_port)
 
 
-def _ready(check: str) -> Callable[[Settings], object]:
+def _ready(probe: str) -> Callable[[Settings], object]:
+    """The readiness check: the named probe of ``fraudctl.adapters.probes`` (imported
+    when first run, so listing the stack loads no client library)."""
+
     def ready(settings: Settings) -> object:
         from fraudctl.adapters import probes
 
-        if check == "ping":
-            return probes.redis_client(settings).ping()
-        return getattr(probes, check)(settings)
+        return getattr(probes, probe)(settings)
 
     return ready
 
@@ -315,7 +316,7 @@ SPECS: dict[str, ServiceSpec] = {
         ServiceSpec("s3", "s3_endpoint", "http://{host}:{port}", 80, _launch_s3,
                     _ready("ensure_bucket"), _weed_ports),
         ServiceSpec("redis", "redis_url", "redis://{host}:{port}/0", 6379, _launch_redis,
-                    _ready("ping")),
+                    _ready("redis_ping")),
         ServiceSpec("kafka", "kafka_bootstrap", "{host}:{port}", None, _launch_kafka,
                     _ready("ensure_topics")),
         # MLflow keeps its artifacts in the S3 server

@@ -4,12 +4,20 @@ the same contract suite as the real adapter it stands in for (tests/unit/test_*_
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+import json
+import threading
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fraudctl.config import Settings
+from fraudctl.errors import BackendUnavailable
+from fraudctl.features import UserWindow
 from fraudctl.model import LoadedModel
+from fraudctl.ports import Gauge, ModelRun, Registered
 
 
 @dataclass
@@ -37,6 +45,15 @@ class InMemoryRegistry:
         version = str(next(self._next))
         self.versions[version] = _Version(model, threshold, dict(run_tags))
         return version
+
+    def check(self) -> None:
+        return None
+
+    def register(self, run: ModelRun) -> Registered:
+        version = self.add_version(run.model, float(run.metadata.get("threshold", 0.5)), **run.tags)
+        run_id = self.log_run(self.model_name, "train", run.params, run.metrics, run.tags, {})
+        self.tag_version(version, {**run.version_tags, "run_id": run_id})
+        return Registered(run_id, "0", version)
 
     def aliases(self, names: Iterable[str]) -> dict[str, str | None]:
         return {str(name): self.alias_map.get(str(name)) for name in names}
@@ -77,3 +94,189 @@ class InMemoryRegistry:
                           "params": dict(params), "metrics": dict(metrics), "tags": dict(tags),
                           "artifacts": {str(p): d for p, d in artifacts.items()}})  # fmt: skip
         return run_id
+
+
+class InMemoryDedupe:
+    """:class:`fraudctl.ports.DedupeStore` in dicts."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, str] = {}
+        self.marks: dict[str, float] = {}
+
+    def origins(self, event_ids: list[str]) -> dict[str, str]:
+        return {i: self.first[i] for i in event_ids if i in self.first}
+
+    def record(self, first_origins: Mapping[str, str]) -> None:
+        for event_id, origin in first_origins.items():
+            self.first.setdefault(event_id, origin)
+
+    def get_mark(self, name: str) -> float | None:
+        return self.marks.get(name)
+
+    def raise_mark(self, name: str, value: float) -> None:
+        self.marks[name] = max(value, self.marks.get(name, value))
+
+
+def memory_offline() -> Any:
+    """The offline store's own code on fsspec's in-memory file system (no disk): a fresh
+    root per call, so stores never see each other's tables."""
+    import uuid
+
+    import fsspec
+    import pyarrow.fs as pafs
+
+    from fraudctl.adapters.offline import ParquetStore
+
+    filesystem = pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem("memory")))
+    root = f"/fraudctl-{uuid.uuid4().hex}"
+    filesystem.create_dir(root)
+    return ParquetStore(filesystem, root, f"memory://{root}", "memory")
+
+
+class InMemoryFeatureStore:
+    """:class:`fraudctl.ports.FeatureStore`: windows in a dict; the offline side (backfill,
+    point-in-time features) read from ``offline`` with pandas' as-of join, the join Feast
+    makes (newest row at or before the entity's time, within the view's TTL)."""
+
+    def __init__(self, offline: Any) -> None:
+        self.offline = offline
+        self.where = "memory"
+        self.windows: dict[str, str] = {}
+
+    def read(self, user_ids: list[str]) -> dict[str, UserWindow]:
+        return {user: UserWindow.from_json(self.windows.get(user)) for user in user_ids}
+
+    def write(self, windows: dict[str, UserWindow]) -> None:
+        for user, window in windows.items():
+            self.windows[user] = window.to_json()
+
+    def backfill(self, offline_uri: str, start: datetime, end: datetime) -> None:
+        from fraudctl.adapters.feast_repo import USER_STATE_VIEW, VIEW_SOURCES
+
+        source = VIEW_SOURCES[USER_STATE_VIEW]
+        frame = self.offline.read(source.table).to_pandas()
+        if not len(frame):
+            return
+        inside = frame[(frame[source.timestamp] >= start) & (frame[source.timestamp] <= end)]
+        newest = (
+            inside.sort_values([source.timestamp, "created_ts"]).groupby(source.join_key).last()
+        )
+        for user, row in newest.iterrows():
+            self.windows[str(user)] = str(row["window"])
+
+    def historical_features(self, entity: Any, view: str, names: Sequence[str]) -> Any:
+        import pandas as pd
+
+        from fraudctl.adapters.feast_repo import VIEW_SOURCES
+
+        source = VIEW_SOURCES[view]
+        rows = self.offline.read(source.table).to_pandas()
+        left = entity.rename(columns={"event_timestamp": "_at"}).sort_values("_at")
+        if not len(rows):
+            return left.rename(columns={"_at": "event_timestamp"}).assign(
+                **{name: float("nan") for name in names}
+            )
+        right = rows[[source.join_key, source.timestamp, *names]].rename(
+            columns={source.timestamp: "_at"}
+        )
+        right["_at"] = pd.to_datetime(right["_at"], utc=True).astype("datetime64[ns, UTC]")
+        left["_at"] = pd.to_datetime(left["_at"], utc=True).astype("datetime64[ns, UTC]")
+        joined = pd.merge_asof(
+            left, right.sort_values("_at"), on="_at", by=source.join_key,
+            direction="backward", tolerance=pd.Timedelta(source.ttl),
+        )  # fmt: skip
+        return joined.rename(columns={"_at": "event_timestamp"})
+
+
+class InMemoryLock:
+    """:class:`fraudctl.ports.Lock` as a thread lock with the same bounded wait."""
+
+    def __init__(self, timeout_s: float = 30.0) -> None:
+        self._lock = threading.Lock()
+        self.timeout_s = timeout_s
+        self.held = 0
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        if not self._lock.acquire(timeout=self.timeout_s):
+            raise BackendUnavailable("the lock memory stayed taken")
+        self.held += 1
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+
+class RecordingPusher:
+    """:class:`fraudctl.ports.MetricsPusher` that keeps the latest gauges of each group
+    (a Pushgateway replaces a group's gauges on every push)."""
+
+    def __init__(self, where: str | None = "memory", fail: str | None = None) -> None:
+        self.where, self.fail = where, fail
+        self.groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[Gauge]] = {}
+
+    def push(self, job: str, grouping: Mapping[str, str], gauges: Sequence[Gauge]) -> str | None:
+        if self.where is None:
+            return None
+        if self.fail:
+            return self.fail
+        self.groups[(job, tuple(sorted(grouping.items())))] = list(gauges)
+        return None
+
+
+class SummaryReporter:
+    """:class:`fraudctl.ports.DriftReporter` writing a JSON summary instead of Evidently's
+    HTML: the columns and each window's row count."""
+
+    def write_report(self, reference: Any, current: Any, path: Path, columns: Sequence[str],
+                     categorical: Collection[str]) -> None:  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"columns": list(columns), "categorical": sorted(categorical),
+                                    "reference_rows": len(reference),
+                                    "current_rows": len(current)}))  # fmt: skip
+
+
+@dataclass
+class FakeServer:
+    """:class:`fraudctl.ports.ServingControl` answering a fixed status; records changes."""
+
+    url: str = "http://fake"
+    answer: Callable[[], dict[str, Any]] = dict
+    changes: list[tuple[float, str]] = field(default_factory=list)
+
+    def status(self, window_s: float) -> dict[str, Any]:
+        return self.answer()
+
+    def set_canary(self, weight: float, reason: str) -> dict[str, Any]:
+        self.changes.append((weight, reason))
+        return {"weight": weight}
+
+
+@dataclass
+class FakeBackends:
+    """:class:`fraudctl.ports.Backends` of fakes: every store in memory (the bus is the
+    embedded file log under the settings' home: it needs no service either)."""
+
+    settings: Settings
+    registry: InMemoryRegistry = field(default_factory=InMemoryRegistry)
+    offline: Any = field(default_factory=memory_offline)
+    dedupe: InMemoryDedupe = field(default_factory=InMemoryDedupe)
+    promotion_lock: InMemoryLock = field(default_factory=InMemoryLock)
+    pusher: RecordingPusher = field(default_factory=RecordingPusher)
+    drift_reporter: SummaryReporter = field(default_factory=SummaryReporter)
+    serving: FakeServer = field(default_factory=FakeServer)
+    features: Any = None
+
+    def __post_init__(self) -> None:
+        if self.features is None:
+            self.features = InMemoryFeatureStore(self.offline)
+
+    @property
+    def bus(self) -> Any:
+        from fraudctl.adapters.filelog import FileLogBus
+
+        return FileLogBus(self.settings.home / "bus")
+
+    def server(self, url: str) -> FakeServer:
+        self.serving.url = url
+        return self.serving

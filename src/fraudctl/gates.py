@@ -262,6 +262,10 @@ def drift_gate(newest: dict[str, Any] | None, limits: Limits) -> Gate:
     )
 
 
+# How the drift status is exported as a number (the ``fraudctl_drift_status`` gauge).
+DRIFT_STATUS_CODES = {"ok": 0, "drift": 1, "insufficient_data": 2}
+
+
 def drift_status(score: float | None, threshold: float) -> str:
     """A drift measurement's status: ``insufficient_data`` without a score, ``drift`` at
     or over the threshold, else ``ok`` (the same comparison the drift gate makes)."""

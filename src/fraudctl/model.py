@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from fraudctl.contract import COUNTRIES, DEVICES
@@ -140,20 +139,6 @@ class LoadedModel:
         import pandas as pd
 
         return [float(s) for s in self.scores(pd.DataFrame(rows, columns=list(MODEL_INPUTS)))]
-
-
-def load_model_dir(path: Path, name: str, version: str, alias: str) -> LoadedModel:
-    """Load an MLflow model directory written by ``train`` (``model.skops`` + ``MLmodel``)
-    with skops and fraudctl's reviewed trusted types."""
-    import skops.io
-    import yaml
-
-    from fraudctl.model_fast import compile_row_scorer
-
-    meta = yaml.safe_load((path / "MLmodel").read_text()).get("metadata") or {}
-    model = skops.io.load(path / "model.skops", trusted=all_trusted_types())
-    fast = compile_row_scorer(model, MODEL_INPUTS, CATEGORIES)
-    return LoadedModel(name, version, alias, model, float(meta.get("threshold", 0.5)), fast)
 
 
 def calibrate(pipeline: Any, frame: Any, labels: Any) -> Any:

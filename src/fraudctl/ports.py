@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
+    from fraudctl.config import Settings
+    from fraudctl.features import UserWindow
     from fraudctl.model import LoadedModel
 
 TopicPartition = tuple[str, int]
@@ -24,6 +28,119 @@ class Marks(Protocol):
     def get_mark(self, name: str) -> float | None: ...
 
     def raise_mark(self, name: str, value: float) -> None: ...
+
+
+class DedupeStore(Marks, Protocol):
+    """Where each event id was first accepted, and the freshness marks beside it
+    (SQLite or Redis: ``adapters/dedupe.py``; in memory: ``tests/fakes.py``)."""
+
+    def origins(self, event_ids: list[str]) -> dict[str, str]:
+        """The recorded first origin of each id that has one."""
+        ...
+
+    def record(self, first_origins: Mapping[str, str]) -> None:
+        """Record origins for ids that have none yet (an existing record wins)."""
+        ...
+
+
+class RecordLog(Protocol):
+    """Append-only JSON records under a prefix: the decision log of ``promote``, the
+    drift log.  Records are never rewritten, so concurrent writers lose nothing."""
+
+    def add_record(self, prefix: str, record: dict[str, Any]) -> str:
+        """Append one record; where it was written."""
+        ...
+
+    def records(self, prefix: str, newest: int | None = None) -> list[dict[str, Any]]:
+        """The records under ``prefix``, oldest first (only the ``newest`` few if set)."""
+        ...
+
+
+class OfflineStore(RecordLog, Protocol):
+    """Parquet tables of events, labels, features, predictions, written in batches that
+    replace an earlier attempt of the same batch (local files or S3:
+    ``adapters/offline.py``; the in-memory file system in ``tests/fakes.py``)."""
+
+    uri: str
+
+    def table_uri(self, table: str) -> str: ...
+
+    def read(self, table: str, columns: Iterable[str] | None = None, where: Any = None) -> Any:
+        """The rows of ``table`` (an Arrow table; empty when there are none) matching the
+        Arrow expression ``where``."""
+        ...
+
+    def replace_batch(
+        self, topic: str, partition: int, first_offset: int, tables: dict[Any, Any]
+    ) -> list[str]:
+        """Write one batch's files (planned file → Arrow table) for one source partition,
+        replacing an earlier attempt of the same batch; the paths written."""
+        ...
+
+    def write_snapshot(self, table: str, hour: str, name: str, rows: Any) -> str: ...
+
+    def copy_file(self, local: Any, key: str) -> str: ...
+
+    def forget_batch(self, topic: str, partition: int, first_offset: int) -> None: ...
+
+
+class FeatureStore(Protocol):
+    """The Feast-backed store of user windows (online: SQLite or Redis) and
+    point-in-time features (offline): ``adapters/online.py``; in memory:
+    ``tests/fakes.py``.  An unreachable store raises ``BackendUnavailable``."""
+
+    where: str
+
+    def read(self, user_ids: list[str]) -> dict[str, UserWindow]:
+        """Every requested user's window (an empty window for a user never written)."""
+        ...
+
+    def write(self, windows: dict[str, UserWindow]) -> None: ...
+
+    def backfill(self, offline_uri: str, start: datetime, end: datetime) -> None: ...
+
+    def historical_features(self, entity: Any, view: str, names: Sequence[str]) -> Any: ...
+
+
+class Lock(Protocol):
+    """Mutual exclusion for one kind of work (the promotion of a model): a file lease on
+    one host, a Redis key across hosts (``adapters/locks.py``).  ``hold`` waits a
+    bounded time and raises ``BackendUnavailable`` when the lock stayed taken."""
+
+    def hold(self) -> AbstractContextManager[None]: ...
+
+
+@dataclass(frozen=True)
+class Gauge:
+    name: str
+    help: str
+    value: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+class MetricsPusher(Protocol):
+    """Batch results as Prometheus gauges (a Pushgateway: ``adapters/metrics.py``)."""
+
+    where: str | None  # None: pushing is off
+
+    def push(self, job: str, grouping: Mapping[str, str], gauges: Sequence[Gauge]) -> str | None:
+        """Push (replacing the group's previous gauges); None when pushed (or off), else
+        what failed — a result never depends on its push."""
+        ...
+
+
+class DriftReporter(Protocol):
+    """Writes the human-readable drift report of two windows (Evidently:
+    ``adapters/drift_psi.py``)."""
+
+    def write_report(
+        self,
+        reference: Any,
+        current: Any,
+        path: Path,
+        columns: Sequence[str],
+        categorical: Collection[str],
+    ) -> None: ...
 
 
 class Record(NamedTuple):
@@ -150,6 +267,31 @@ class EventBus(Protocol):
         ...
 
 
+@dataclass
+class ModelRun:
+    """Everything one training run records, in the registry's neutral terms: the
+    registry turns it into a tracked run and a new registered version."""
+
+    model: Any  # a fitted estimator with ``predict_proba``
+    trusted_types: list[str]  # what the serialised model may hold beyond the defaults
+    example: Any  # a few rows of model inputs (pandas), the model's input example
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    tags: dict[str, str]  # run tags: lineage
+    metadata: dict[str, Any]  # stored with the model (threshold, inputs, …)
+    version_tags: dict[str, str]  # set on the new version (the run id is added)
+    figures: dict[str, Any] = field(default_factory=dict)  # artifact path → figure
+    documents: dict[str, Any] = field(default_factory=dict)  # artifact path → JSON value
+    tables: dict[str, Any] = field(default_factory=dict)  # artifact path → frame (Parquet)
+
+
+@dataclass(frozen=True)
+class Registered:
+    run_id: str
+    experiment_id: str
+    version: str
+
+
 class ModelRegistry(Protocol):
     """Registered versions of one model, the aliases that point at them, their tags, and
     tracked runs (MLflow: ``adapters/registry.py``; in memory: ``tests/fakes.py``).
@@ -162,6 +304,10 @@ class ModelRegistry(Protocol):
     @property
     def where(self) -> str:
         """Where the registry is, for messages (credentials masked)."""
+        ...
+
+    def check(self) -> None:
+        """Raise ``BackendUnavailable`` when the registry cannot be reached."""
         ...
 
     def aliases(self, names: Iterable[str]) -> dict[str, str | None]:
@@ -195,3 +341,55 @@ class ModelRegistry(Protocol):
     ) -> str:
         """One tracked run (``artifacts``: file → directory in the run); its id."""
         ...
+
+    def register(self, run: ModelRun) -> Registered:
+        """Track ``run`` and register its model as a new version (no alias moves)."""
+        ...
+
+
+class ServingControl(Protocol):
+    """A running ``fraudctl serve``, as the canary commands and ``promote`` see it
+    (HTTP: ``adapters/serve_client.py``)."""
+
+    url: str
+
+    def status(self, window_s: float) -> dict[str, Any]:
+        """The canary status: variants' live figures over the last ``window_s``."""
+        ...
+
+    def set_canary(self, weight: float, reason: str) -> dict[str, Any]: ...
+
+
+class Backends(Protocol):
+    """Every port of the active settings, built once, on first use
+    (``fraudctl.bootstrap.Wiring``; in memory: ``tests.fakes.FakeBackends``).  Services
+    receive this (or single ports) and never build an adapter themselves."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def bus(self) -> EventBus: ...
+
+    @property
+    def offline(self) -> OfflineStore: ...
+
+    @property
+    def features(self) -> FeatureStore: ...
+
+    @property
+    def dedupe(self) -> DedupeStore: ...
+
+    @property
+    def registry(self) -> ModelRegistry: ...
+
+    @property
+    def promotion_lock(self) -> Lock: ...
+
+    @property
+    def pusher(self) -> MetricsPusher: ...
+
+    @property
+    def drift_reporter(self) -> DriftReporter: ...
+
+    def server(self, url: str) -> ServingControl: ...

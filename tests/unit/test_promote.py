@@ -1,6 +1,8 @@
-"""`promote --to production` on the in-memory registry (tests/fakes.py) and a local home:
-the canary gate decides from what the server reports, the alias moves by compare-and-set,
-and every decision is recorded (offline and as version tags)."""
+"""`promote` on fakes (tests/fakes.py: registry, offline store, features, lock, server):
+the canary gate decides from what the server reports, the staging gates from the AUC on
+the newest labeled events and the newest drift result, the alias moves by
+compare-and-set under the lock, and every decision is recorded (offline and as version
+tags)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 from fraudctl.config import Settings, load_settings
 from fraudctl.errors import Refused
 from fraudctl.services.promote import PromoteOptions, history, promote
-from tests.fakes import InMemoryRegistry
+from tests.fakes import FakeBackends, FakeServer, InMemoryRegistry
 
 
 @pytest.fixture
@@ -37,15 +39,21 @@ def server(version: str, requests: int, error_rate: float, p95: float) -> dict[s
     }
 
 
+def backends_of(settings: Settings, registry: InMemoryRegistry,
+                answer: Any = dict) -> FakeBackends:  # fmt: skip
+    return FakeBackends(settings, registry=registry, serving=FakeServer(answer=answer))
+
+
 def run(settings: Settings, registry: InMemoryRegistry, status: dict[str, Any],
         **options: Any) -> tuple[Any, list[tuple[float, str]]]:  # fmt: skip
-    changes: list[tuple[float, str]] = []
-    decision = promote(
-        settings, PromoteOptions(to="production", **options), registry=registry,
-        canary_status=lambda _url: status,
-        set_canary=lambda _url, weight, reason: changes.append((weight, reason)),
-    )  # fmt: skip
-    return decision, changes
+    backends = backends_of(settings, registry, lambda: status)
+    decision = promote(backends, PromoteOptions(to="production", **options))
+    assert backends.promotion_lock.held == (decision.outcome in ("promoted", "lost"))
+    _recorded.append(backends)
+    return decision, backends.serving.changes
+
+
+_recorded: list[FakeBackends] = []
 
 
 def test_a_canary_within_the_limits_is_promoted_and_its_share_reset(
@@ -56,7 +64,8 @@ def test_a_canary_within_the_limits_is_promoted_and_its_share_reset(
     assert registry.aliases(["production"]) == {"production": "2"}
     assert changes == [(0.0, "version 2 promoted to production")]
     assert registry.version_tags("2")["fraudctl.promote.production"] == "promoted"
-    assert [d["outcome"] for d in history(_offline(settings), registry.model_name)] == ["promoted"]
+    log = _recorded[-1].offline
+    assert [d["outcome"] for d in history(log, registry.model_name)] == ["promoted"]
 
 
 @pytest.mark.parametrize(
@@ -91,12 +100,12 @@ def test_an_alias_moved_while_the_gates_ran_loses_and_changes_nothing(
 ) -> None:
     third = registry.add_version(object())
 
-    def racing(_url: str) -> dict[str, Any]:
+    def racing() -> dict[str, Any]:
         registry.set_alias("production", third)  # another promote won meanwhile
         return server("2", 600, 0.0, 20.0)
 
-    decision = promote(settings, PromoteOptions(to="production"), registry=registry,
-                       canary_status=racing, set_canary=lambda *_a: None)  # fmt: skip
+    backends = backends_of(settings, registry, racing)
+    decision = promote(backends, PromoteOptions(to="production"))
     assert decision.outcome == "lost" and "another promote won" in decision.reason
     assert registry.aliases(["production"]) == {"production": third}
 
@@ -120,9 +129,3 @@ def test_dry_run_moves_nothing(settings: Settings, registry: InMemoryRegistry) -
     decision, changes = run(settings, registry, server("2", 600, 0.0, 20.0), dry_run=True)
     assert decision.outcome == "dry_run" and changes == []
     assert registry.aliases(["production"]) == {"production": "1"}
-
-
-def _offline(settings: Settings) -> Any:
-    from fraudctl.adapters.offline import open_offline
-
-    return open_offline(settings)

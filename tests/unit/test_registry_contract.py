@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fraudctl.model import MODEL_INPUTS, calibrate, make_pipeline, trusted_types
-from fraudctl.ports import ModelRegistry
+from fraudctl.ports import ModelRegistry, ModelRun
 from tests.fakes import InMemoryRegistry
 from tests.unit.test_serving import _training_frame
 
@@ -32,7 +32,7 @@ def mlflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("registry-home")
 
 
-def mlflow_backend(home: Path) -> tuple[ModelRegistry, AddVersion]:
+def mlflow_registry(home: Path) -> ModelRegistry:
     from fraudctl.adapters.registry import Registry
     from fraudctl.config import load_settings
 
@@ -40,30 +40,28 @@ def mlflow_backend(home: Path) -> tuple[ModelRegistry, AddVersion]:
         environ={"FRAUDCTL_HOME": str(home), "FRAUDCTL_MODEL_NAME": f"m{next(_names)}"},
         cwd=home,
     ).settings
-    registry = Registry(settings)
+    return Registry(settings)
 
-    def add_version(model: Any, threshold: float = 0.5, **run_tags: str) -> str:
-        with registry.session() as mlflow:  # what train does
-            experiment = registry.experiment_id(mlflow, registry.model_name)
-            with mlflow.start_run(experiment_id=experiment):
-                mlflow.set_tags(run_tags)
-                info = mlflow.sklearn.log_model(
-                    model, name="model", serialization_format="skops",
-                    skops_trusted_types=trusted_types("hgb"), pip_requirements=["scikit-learn"],
-                    registered_model_name=registry.model_name, metadata={"threshold": threshold},
-                )  # fmt: skip
-        return str(info.registered_model_version)
 
-    return registry, add_version
+def model_run(model: Any, threshold: float = 0.5, **run_tags: str) -> ModelRun:
+    """What train hands the registry, reduced to what the contract reads back."""
+    frame, _labels = _training_frame(5)
+    return ModelRun(
+        model=model, trusted_types=trusted_types("hgb"), example=frame[list(MODEL_INPUTS)],
+        params={"model": "hgb"}, metrics={"roc_auc": 0.9}, tags=dict(run_tags),
+        metadata={"threshold": threshold}, version_tags={"threshold": str(threshold)},
+        documents={"importances.json": {"amount": 0.1}},
+    )  # fmt: skip
 
 
 @pytest.fixture(params=["mlflow", "memory"])
 def backend(request: pytest.FixtureRequest, mlflow_home: Path) -> Iterator[tuple[Any, AddVersion]]:
-    if request.param == "memory":
-        fake = InMemoryRegistry()
-        yield fake, fake.add_version
-    else:
-        yield mlflow_backend(mlflow_home)
+    registry = InMemoryRegistry() if request.param == "memory" else mlflow_registry(mlflow_home)
+
+    def add(model: Any, threshold: float = 0.5, **run_tags: str) -> str:
+        return registry.register(model_run(model, threshold, **run_tags)).version
+
+    yield registry, add
 
 
 def test_an_empty_registry_has_no_aliases_and_no_versions(backend: Any) -> None:
@@ -123,3 +121,13 @@ def test_runs_are_logged_with_their_artifacts(backend: Any, tmp_path: Path) -> N
         for n in range(2)
     ]
     assert all(ids) and ids[0] != ids[1]
+
+
+def test_a_registered_run_carries_its_run_id_and_version_tags(backend: Any, model: Any) -> None:
+    registry, _add = backend
+    registry.check()
+    registered = registry.register(model_run(model, 0.42, lineage="x"))
+    tags = registry.version_tags(registered.version)
+    assert tags["run_id"] == registered.run_id and tags["threshold"] == "0.42"
+    assert registry.lineage(registered.version)["lineage"] == "x"
+    assert registered.experiment_id

@@ -13,26 +13,12 @@ import sqlite3
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
 
 from fraudctl.config import Settings, mask_url
 from fraudctl.errors import BackendUnavailable
+from fraudctl.ports import DedupeStore
 
 RETENTION_S = 7 * 24 * 3600  # replays older than a week are not recognised
-
-
-class DedupeStore(Protocol):
-    def origins(self, event_ids: list[str]) -> dict[str, str]:
-        """The recorded first origin of each id that has one."""
-
-    def record(self, first_origins: Mapping[str, str]) -> None:
-        """Record origins for ids that have none yet (an existing record wins)."""
-
-    def get_mark(self, name: str) -> float | None:
-        """A named progress mark (e.g. the newest event time written online)."""
-
-    def raise_mark(self, name: str, value: float) -> None:
-        """Set a mark to ``value`` unless it is already higher."""
 
 
 class SqliteDedupe:

@@ -174,3 +174,17 @@ def write_report(
     snapshot = evidently_snapshot(reference, current, columns, categorical)
     path.parent.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(path))
+
+
+class EvidentlyReporter:
+    """:class:`fraudctl.ports.DriftReporter`: Evidently's data-drift report as HTML."""
+
+    def write_report(
+        self,
+        reference: Any,
+        current: Any,
+        path: Path,
+        columns: Sequence[str],
+        categorical: Collection[str],
+    ) -> None:
+        write_report(reference, current, path, columns, categorical)

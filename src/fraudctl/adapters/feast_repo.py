@@ -17,6 +17,7 @@ CLI.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +30,24 @@ USER_STATE_VIEW = "user_state"
 USER_STATE_PUSH = "user_state_push"
 EVENT_FEATURES_VIEW = "event_features"
 STATE_TTL = timedelta(days=2)
+
+
+@dataclass(frozen=True)
+class ViewSource:
+    """Where a feature view's rows are in the offline store, and how they are joined."""
+
+    table: str
+    join_key: str
+    timestamp: str
+    ttl: timedelta
+
+
+VIEW_SOURCES = {
+    USER_STATE_VIEW: ViewSource("user_state", "user_id", "state_ts", STATE_TTL),
+    EVENT_FEATURES_VIEW: ViewSource(
+        "features", "event_id", "event_timestamp", timedelta(days=3650)
+    ),
+}
 
 
 def repo_config(settings: Settings) -> Any:
@@ -64,12 +83,13 @@ def definitions(settings: Settings, offline_uri: str) -> list[Any]:
     from feast.types import Float64, String
 
     s3_endpoint = settings.s3_endpoint if settings.offline_store == "s3" else None
-    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING)
-    event = Entity(name="event", join_keys=["event_id"], value_type=ValueType.STRING)
+    state, features = VIEW_SOURCES[USER_STATE_VIEW], VIEW_SOURCES[EVENT_FEATURES_VIEW]
+    user = Entity(name="user", join_keys=[state.join_key], value_type=ValueType.STRING)
+    event = Entity(name="event", join_keys=[features.join_key], value_type=ValueType.STRING)
     state_source = FileSource(
         name="user_state_source",
-        path=f"{offline_uri}/user_state",
-        timestamp_field="state_ts",
+        path=f"{offline_uri}/{state.table}",
+        timestamp_field=state.timestamp,
         created_timestamp_column="created_ts",
         s3_endpoint_override=s3_endpoint,
     )
@@ -77,7 +97,7 @@ def definitions(settings: Settings, offline_uri: str) -> list[Any]:
     user_state = FeatureView(
         name=USER_STATE_VIEW,
         entities=[user],
-        ttl=STATE_TTL,
+        ttl=state.ttl,
         schema=[
             Field(name="window", dtype=String),
             Field(name="newest_ts", dtype=Float64),
@@ -88,14 +108,14 @@ def definitions(settings: Settings, offline_uri: str) -> list[Any]:
     )
     feature_source = FileSource(
         name="event_features_source",
-        path=f"{offline_uri}/features",
-        timestamp_field="event_timestamp",
+        path=f"{offline_uri}/{features.table}",
+        timestamp_field=features.timestamp,
         s3_endpoint_override=s3_endpoint,
     )
     event_features = FeatureView(
         name=EVENT_FEATURES_VIEW,
         entities=[event],
-        ttl=timedelta(days=3650),
+        ttl=features.ttl,
         schema=[Field(name=name, dtype=Float64) for name in FEATURE_NAMES],
         source=feature_source,
         online=False,

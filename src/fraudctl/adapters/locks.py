@@ -15,8 +15,9 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 from fraudctl.config import Settings
 from fraudctl.errors import BackendUnavailable, UsageError
@@ -69,28 +70,45 @@ def _holder(text: str) -> str:
         return "by a process that has not written its name yet"
 
 
-@contextmanager
-def promotion_lock(settings: Settings) -> Iterator[None]:
+class FileLock:
+    """:class:`fraudctl.ports.Lock` as a file lease (one host; a holder is waited for)."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path, self.what = path, what
+
+    def hold(self) -> AbstractContextManager[None]:
+        return run_lease(self.path, self.what, wait=True)
+
+
+class RedisLock:
+    """:class:`fraudctl.ports.Lock` as a Redis key with an expiry (every host of the
+    stack); waits at most ``timeout_s`` for a holder, released only by its own token."""
+
+    def __init__(self, client: Any, key: str, timeout_s: float = LOCK_TIMEOUT_S) -> None:
+        self.client, self.key, self.timeout_s = client, key, timeout_s
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        import uuid
+
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + self.timeout_s
+        while not self.client.set(self.key, token, nx=True, px=int(self.timeout_s * 1000)):
+            if time.monotonic() > deadline:
+                raise BackendUnavailable(f"the lock {self.key} stayed taken")
+            time.sleep(0.05)
+        try:
+            yield
+        finally:
+            if self.client.get(self.key) == token.encode():
+                self.client.delete(self.key)
+
+
+def promotion_lock(settings: Settings) -> FileLock | RedisLock:
     """One alias move at a time per model (setting ``promote_lock``): a Redis key (every
     machine of the stack), or a file lease under the home (one host; waited for)."""
     if settings.promote_lock == "file":
-        with run_lease(settings.home / "promote.lock", "promote", wait=True):
-            yield
-        return
-    import uuid
-
+        return FileLock(settings.home / "promote.lock", "promote")
     from fraudctl.adapters.probes import redis_client
 
-    client = redis_client(settings)
-    key = f"fraudctl:promote-lock:{settings.model_name}"
-    token = uuid.uuid4().hex
-    deadline = time.monotonic() + LOCK_TIMEOUT_S
-    while not client.set(key, token, nx=True, px=int(LOCK_TIMEOUT_S * 1000)):
-        if time.monotonic() > deadline:
-            raise BackendUnavailable(f"the promotion lock {key} stayed taken")
-        time.sleep(0.05)
-    try:
-        yield
-    finally:
-        if client.get(key) == token.encode():
-            client.delete(key)
+    return RedisLock(redis_client(settings), f"fraudctl:promote-lock:{settings.model_name}")

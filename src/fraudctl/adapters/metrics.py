@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
+
+from fraudctl.ports import Gauge as PortGauge
 
 
 class RunCounts(Protocol):
@@ -257,34 +259,34 @@ class ServeMetrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-DRIFT_STATUS_CODES = {"ok": 0, "drift": 1, "insufficient_data": 2}
+class Pushgateway:
+    """:class:`fraudctl.ports.MetricsPusher` on a Prometheus Pushgateway (``url`` None:
+    pushing is off and every push succeeds without a request)."""
 
+    def __init__(self, url: str | None, timeout_s: float = 5) -> None:
+        self.where, self.timeout_s = url, timeout_s
 
-def push_drift_gauges(
-    url: str, model: str, psi_by_feature: Mapping[str, float], score: float | None, status: str
-) -> str | None:
-    """A drift result as Prometheus gauges on a Pushgateway (job ``fraudctl_drift``,
-    grouped by model): ``fraudctl_drift_psi{feature}``, ``fraudctl_drift_score``,
-    ``fraudctl_drift_status`` (0 ok, 1 drift, 2 insufficient data) and the time of the
-    run.  Returns None when pushed, else what failed (the verdict stands either way)."""
-    from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+    def push(
+        self, job: str, grouping: Mapping[str, str], gauges: Sequence[PortGauge]
+    ) -> str | None:
+        if self.where is None:
+            return None
+        from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
-    registry = CollectorRegistry()
-    psi = Gauge("fraudctl_drift_psi", "PSI per monitored feature.", ["feature"], registry=registry)
-    for feature, value in psi_by_feature.items():
-        psi.labels(feature).set(value)
-    if score is not None:
-        Gauge("fraudctl_drift_score", "Largest PSI.", registry=registry).set(score)
-    Gauge("fraudctl_drift_status", "0 ok, 1 drift, 2 insufficient data.", registry=registry).set(
-        DRIFT_STATUS_CODES[status]
-    )
-    Gauge(
-        "fraudctl_drift_last_run_timestamp_seconds", "When drift last ran.", registry=registry
-    ).set_to_current_time()
-    try:
-        push_to_gateway(
-            url, job="fraudctl_drift", registry=registry, grouping_key={"model": model}, timeout=5
-        )
-    except OSError as exc:
-        return f"Pushgateway {url}: {exc}"
-    return None
+        registry = CollectorRegistry()
+        made: dict[str, Any] = {}
+        for gauge in gauges:
+            metric = made.get(gauge.name)
+            if metric is None:
+                metric = made[gauge.name] = Gauge(
+                    gauge.name, gauge.help, list(gauge.labels), registry=registry
+                )
+            (metric.labels(**gauge.labels) if gauge.labels else metric).set(gauge.value)
+        try:
+            push_to_gateway(
+                self.where, job=job, registry=registry, grouping_key=dict(grouping),
+                timeout=self.timeout_s,
+            )  # fmt: skip
+        except OSError as exc:
+            return f"Pushgateway {self.where}: {exc}"
+        return None

@@ -213,22 +213,3 @@ class OnlineState:
             online.online_write_batch(self.store.config, view, rows, None)
         except Exception as exc:
             raise self._unavailable("write", exc) from exc
-
-
-def state_frame(windows: dict[str, UserWindow]) -> Any:
-    """One row per user: the window as JSON and its newest event time."""
-    import pandas as pd
-
-    users = list(windows)
-    newest = [windows[u].newest or 0.0 for u in users]
-    return pd.DataFrame(
-        {
-            "user_id": users,
-            "window": [windows[u].to_json() for u in users],
-            "newest_ts": newest,
-            "state_ts": pd.to_datetime(newest, unit="s", utc=True),
-            # Breaks ties between snapshots of one state time (a late event changes the
-            # window without moving its newest event): the later write wins.
-            "created_ts": pd.Timestamp.now(tz="UTC"),
-        }
-    )

@@ -26,6 +26,7 @@ from fraudctl.errors import BackendUnavailable
 
 if TYPE_CHECKING:
     from fraudctl.model import LoadedModel
+    from fraudctl.ports import ModelRun, Registered
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class Registry:
         mlflow_health(self.settings)
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[Any]:
+    def _session(self) -> Iterator[Any]:
         """MLflow pointed at this registry, bounded and quiet, for the block; yields the
         ``mlflow`` module.  MLflow's own failures (connection refused, 5xx after the
         retries) become :class:`BackendUnavailable`."""
@@ -151,13 +152,13 @@ class Registry:
     # -- the ModelRegistry port (fraudctl.ports) ---------------------------------------
 
     def aliases(self, names: Iterable[str]) -> dict[str, str | None]:
-        with self.session() as mlflow:
+        with self._session() as mlflow:
             return {str(name): _resolve(mlflow, self.model_name, name) for name in names}
 
     def has_version(self, version: str) -> bool:
         from mlflow.exceptions import MlflowException
 
-        with self.session() as mlflow:
+        with self._session() as mlflow:
             try:
                 mlflow.MlflowClient().get_model_version(self.model_name, version)
             except MlflowException as exc:
@@ -167,22 +168,22 @@ class Registry:
             return True
 
     def set_alias(self, alias: str, version: str) -> None:
-        with self.session() as mlflow:
+        with self._session() as mlflow:
             mlflow.MlflowClient().set_registered_model_alias(self.model_name, alias, version)
 
     def tag_version(self, version: str, tags: Mapping[str, str]) -> None:
-        with self.session() as mlflow:
+        with self._session() as mlflow:
             client = mlflow.MlflowClient()
             for key, value in tags.items():
                 client.set_model_version_tag(self.model_name, version, key, value)
 
     def version_tags(self, version: str) -> dict[str, str]:
-        with self.session() as mlflow:
+        with self._session() as mlflow:
             found = mlflow.MlflowClient().get_model_version(self.model_name, version)
             return dict(found.tags)
 
     def lineage(self, version: str) -> dict[str, str]:
-        with self.session() as mlflow:
+        with self._session() as mlflow:
             client = mlflow.MlflowClient()
             run_id = client.get_model_version(self.model_name, version).run_id
             if not run_id:
@@ -190,7 +191,7 @@ class Registry:
             return dict(client.get_run(run_id).data.tags)
 
     def load(self, version: str, alias: str) -> LoadedModel:
-        with self.session() as mlflow:
+        with self._session() as mlflow:
             return load_version(self, mlflow, version, alias)
 
     def log_run(
@@ -202,7 +203,7 @@ class Registry:
         tags: Mapping[str, str],
         artifacts: Mapping[Path, str],
     ) -> str:
-        with self.session() as mlflow:
+        with self._session() as mlflow:
             experiment_id = self.experiment_id(mlflow, experiment)
             with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
                 mlflow.log_params(dict(params))
@@ -212,6 +213,62 @@ class Registry:
                     mlflow.log_artifact(str(path), directory)
                 run_id: str = run.info.run_id
                 return run_id
+
+    def register(self, run: ModelRun) -> Registered:
+        """One MLflow run (params, metrics, figures, documents, tables, lineage tags) and
+        the model logged with skops, its signature and input example, registered as a
+        new version of :attr:`model_name` carrying ``run.version_tags`` and the run id."""
+        import tempfile
+
+        with self._session() as mlflow:
+            from mlflow.models import infer_signature
+
+            example = run.example
+            signature = infer_signature(example, run.model.predict_proba(example)[:, 1])
+            experiment_id = self.experiment_id(mlflow, self.model_name)
+            with mlflow.start_run(experiment_id=experiment_id) as tracked:
+                mlflow.log_params(run.params)
+                mlflow.log_metrics(run.metrics)
+                mlflow.set_tags(run.tags)
+                for path, figure in run.figures.items():
+                    mlflow.log_figure(figure, path)
+                for path, document in run.documents.items():
+                    mlflow.log_dict(document, path)
+                with tempfile.TemporaryDirectory(prefix="fraudctl-run-") as directory:
+                    for path, frame in run.tables.items():
+                        local = Path(directory) / Path(path).name
+                        frame.to_parquet(local, index=False)
+                        mlflow.log_artifact(str(local), str(Path(path).parent))
+                info = mlflow.sklearn.log_model(
+                    run.model,
+                    name="model",
+                    serialization_format="skops",
+                    skops_trusted_types=run.trusted_types,
+                    # Named, so MLflow need not load the model in a subprocess to infer them.
+                    pip_requirements=_requirements(),
+                    signature=signature,
+                    input_example=example,
+                    pyfunc_predict_fn="predict_proba",
+                    registered_model_name=self.model_name,
+                    metadata=run.metadata,
+                )
+                version = str(info.registered_model_version)
+                client = mlflow.MlflowClient()
+                tags = {**run.version_tags, "run_id": tracked.info.run_id}
+                for key, value in tags.items():
+                    client.set_model_version_tag(self.model_name, version, key, str(value))
+                from fraudctl.ports import Registered
+
+                return Registered(tracked.info.run_id, experiment_id, version)
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [
+        f"{name}=={version(name)}"
+        for name in ("scikit-learn", "skops", "numpy", "scipy", "pandas", "mlflow")
+    ]
 
 
 def _resolve(mlflow: Any, model_name: str, alias: str) -> str | None:
@@ -259,8 +316,6 @@ def load_version(registry: Registry, mlflow: Any, version: str, alias: str) -> L
     with what to do."""
     import shutil
 
-    from fraudctl.model import load_model_dir
-
     path = download_version(registry, mlflow, version)
     try:
         return load_model_dir(path, registry.model_name, version, alias)
@@ -276,6 +331,21 @@ def load_version(registry: Registry, mlflow: Any, version: str, alias: str) -> L
                 f"load ({type(exc).__name__}: {exc})",
                 hint="retrain (`fraudctl train`) and move the alias to the new version",
             ) from exc
+
+
+def load_model_dir(path: Path, name: str, version: str, alias: str) -> LoadedModel:
+    """Load an MLflow model directory written by ``train`` (``model.skops`` + ``MLmodel``)
+    with skops and fraudctl's reviewed trusted types."""
+    import skops.io
+    import yaml
+
+    from fraudctl.model import CATEGORIES, MODEL_INPUTS, LoadedModel, all_trusted_types
+    from fraudctl.model_fast import compile_row_scorer
+
+    meta = yaml.safe_load((path / "MLmodel").read_text()).get("metadata") or {}
+    model = skops.io.load(path / "model.skops", trusted=all_trusted_types())
+    fast = compile_row_scorer(model, MODEL_INPUTS, CATEGORIES)
+    return LoadedModel(name, version, alias, model, float(meta.get("threshold", 0.5)), fast)
 
 
 def _is_unreachable(exc: BaseException) -> bool:

@@ -22,3 +22,19 @@ def call_server(
             hint="is `fraudctl serve` running there? set --url / FRAUDCTL_SERVE_URL",
         ) from exc
     return response.json()
+
+
+class ServeClient:
+    """:class:`fraudctl.ports.ServingControl` over HTTP."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def status(self, window_s: float) -> dict[str, Any]:
+        found: dict[str, Any] = call_server(self.url, "GET", f"/v1/canary?window={window_s}")
+        return found
+
+    def set_canary(self, weight: float, reason: str) -> dict[str, Any]:
+        body = {"weight": weight, "reason": reason}
+        answer: dict[str, Any] = call_server(self.url, "POST", "/v1/canary", body)
+        return answer

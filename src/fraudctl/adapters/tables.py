@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fraudctl.contract import LabelRecord, Transaction
-from fraudctl.features import FEATURE_NAMES
+from fraudctl.features import FEATURE_NAMES, UserWindow
 from fraudctl.ports import Record
 
 
@@ -89,3 +89,22 @@ def predictions_table(rows: Sequence[dict[str, Any]]) -> Any:
         "shadow_score": column("shadow_score", pa.float64()),
     }
     return pa.table(columns)
+
+
+def state_frame(windows: dict[str, UserWindow]) -> Any:
+    """One row per user: the window as JSON and its newest event time."""
+    import pandas as pd
+
+    users = list(windows)
+    newest = [windows[u].newest or 0.0 for u in users]
+    return pd.DataFrame(
+        {
+            "user_id": users,
+            "window": [windows[u].to_json() for u in users],
+            "newest_ts": newest,
+            "state_ts": pd.to_datetime(newest, unit="s", utc=True),
+            # Breaks ties between snapshots of one state time (a late event changes the
+            # window without moving its newest event): the later write wins.
+            "created_ts": pd.Timestamp.now(tz="UTC"),
+        }
+    )

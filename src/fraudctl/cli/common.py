@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from fraudctl.bootstrap import Wiring
     from fraudctl.config import LoadedConfig, Settings
 
 JsonOption = Annotated[
@@ -36,6 +37,7 @@ class AppState:
     toml_file: Path | None = None
     debug: bool = False
     _loaded: LoadedConfig | None = None
+    _wiring: Wiring | None = None
 
     def config(self) -> LoadedConfig:
         if self._loaded is None:
@@ -49,6 +51,15 @@ class AppState:
     @property
     def settings(self) -> Settings:
         return self.config().settings
+
+    @property
+    def backends(self) -> Wiring:
+        """The adapters of the loaded settings (:mod:`fraudctl.bootstrap`), built once."""
+        if self._wiring is None:
+            from fraudctl.bootstrap import wire
+
+            self._wiring = wire(self.settings)
+        return self._wiring
 
 
 def state_of(ctx: typer.Context) -> AppState:

@@ -382,11 +382,10 @@ class Demo:
 
     def aliases(self) -> dict[str, str | None]:
         """Where the registry's aliases point now (read back, not assumed)."""
-        from fraudctl.adapters.registry import Registry
+        from fraudctl.bootstrap import wire
         from fraudctl.gates import BASELINE_ALIASES
 
-        registry = Registry(self.plan.settings())
-        return registry.aliases(BASELINE_ALIASES)
+        return wire(self.plan.settings()).registry.aliases(BASELINE_ALIASES)
 
     def summarize(
         self,

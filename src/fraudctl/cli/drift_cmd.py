@@ -66,7 +66,8 @@ def drift(
     if source not in SOURCES:
         raise UsageError(f"--source {source!r} is not known", hint="use predictions or events")
     now = datetime.now(UTC)
-    settings = state_of(ctx).settings
+    state = state_of(ctx)
+    settings = state.settings
     options = DriftOptions(
         WindowSpec.parse("--reference", reference, now=now, training_allowed=True),
         WindowSpec.parse("--current", current, now=now, training_allowed=False),
@@ -76,7 +77,7 @@ def drift(
         report,
     )
     with err_console.status("measuring drift…") as status:
-        result = run_drift(settings, options, lambda m: status.update(f"{m}…"))
+        result = run_drift(state.backends, options, lambda m: status.update(f"{m}…"))
     outcome = result.as_dict()
     if result.push_error:
         err_console.print(f"[yellow]warning[/yellow]: gauges not pushed: {result.push_error}")

@@ -23,6 +23,7 @@ from fraudctl.timespec import parse_time_bound
 LAG_REFRESH_S = 10.0
 
 if TYPE_CHECKING:
+    from fraudctl.bootstrap import Wiring
     from fraudctl.services.materialize import Materializer
 
 
@@ -90,20 +91,20 @@ def materialize(
     readable is materialized and committed; `fraudctl bus check` lists them).
     """
 
-    from fraudctl.adapters.bus import open_bus, stream_topics
+    from fraudctl.adapters.bus import stream_topics
 
-    settings = state_of(ctx).settings
+    backends = state_of(ctx).backends
+    settings = backends.settings
     if backfill is not None:
-        _backfill(settings, backfill, as_json)
+        _backfill(backends, backfill, as_json)
         return
-    bus = open_bus(settings)
-    bus.ensure_topics(stream_topics(settings), settings.topic_partitions)
+    backends.bus.ensure_topics(stream_topics(settings), settings.topic_partitions)
     if check_freshness:
-        _check_freshness(bus, settings, freshness_slo, as_json)
+        _check_freshness(backends, freshness_slo, as_json)
         return
     with materialize_lease(settings):
         _materialize(
-            settings, follow, max_events, flush_interval, metrics_port, workers, batch_size, as_json
+            backends, follow, max_events, flush_interval, metrics_port, workers, batch_size, as_json
         )
 
 
@@ -117,7 +118,7 @@ def materialize_lease(settings: Any) -> contextlib.AbstractContextManager[None]:
 
 
 def _materialize(
-    settings: Any,
+    backends: Wiring,
     follow: bool,
     max_events: int | None,
     flush_interval: float,
@@ -128,10 +129,10 @@ def _materialize(
 ) -> None:
     import os
 
-    from fraudctl.adapters.offline import open_offline
-    from fraudctl.adapters.online import OnlineState
     from fraudctl.errors import ExitCode, UsageError
     from fraudctl.services.materialize import open_materializer
+
+    settings = backends.settings
 
     if follow and workers not in (None, 1):
         raise UsageError(
@@ -144,34 +145,33 @@ def _materialize(
         from fraudctl.adapters.probes import ensure_bucket
 
         ensure_bucket(settings)
-    offline = open_offline(settings)
     with err_console.status("opening the feature store…"):
-        online = OnlineState(settings, offline.uri)  # applies changed definitions, once
+        backends.features.where  # noqa: B018 -- opening it applies changed definitions, once
     with GracefulStop() as stop:
         if follow:
-            materializer = open_materializer(settings, online, batch_size=batch_size)
+            materializer = open_materializer(backends, batch_size=batch_size)
             try:
                 summary = _follow(materializer, flush_interval, metrics_port, stop.requested)
             finally:
                 materializer.close()
         else:
-            summary = _batch(settings, online, workers, max_events, batch_size, stop.requested)
+            summary = _batch(backends, workers, max_events, batch_size, stop.requested)
     if summary.bus_damage:
-        _refuse_damage(summary.as_dict(), summary.unreadable_records, offline, online, as_json)
-    _report(summary.as_dict(), offline, online, as_json)
+        _refuse_damage(summary.as_dict(), summary.unreadable_records, backends, as_json)
+    _report(summary.as_dict(), backends, as_json)
     if stop.requested() and not follow:
         # What was processed is committed; the rest waits for the next run.
         raise typer.Exit(ExitCode.INTERRUPTED)
 
 
 def _refuse_damage(
-    result: dict[str, Any], unreadable: int | None, offline: Any, online: Any, as_json: bool
+    result: dict[str, Any], unreadable: int | None, backends: Wiring, as_json: bool
 ) -> None:
     """Everything readable is materialized and committed; the damage is named, exit 4."""
     from fraudctl.errors import Refused
 
     if not as_json:
-        _report(result, offline, online, as_json)
+        _report(result, backends, as_json)
         for region in result["bus_damage"]:
             err_console.print(f"damaged: {region['path']} at byte {region['byte']}", soft_wrap=True)
     regions = result["bus_damage"]
@@ -183,20 +183,20 @@ def _refuse_damage(
         "readable record was materialized and committed",
         hint="`fraudctl bus check` lists every region; see docs/operations.md "
         "(embedded-bus damage) for what to do",
-        details=_with_stores(result, offline, online),
+        details=_with_stores(result, backends),
     )
 
 
-def _with_stores(result: dict[str, Any], offline: Any, online: Any) -> dict[str, Any]:
+def _with_stores(result: dict[str, Any], backends: Wiring) -> dict[str, Any]:
     return result | {
-        "offline": offline.uri,
-        "online": f"{online.settings.online_store} ({online.where})",
+        "offline": backends.offline.uri,
+        "online": f"{backends.settings.online_store} ({backends.features.where})",
     }
 
 
-def _report(result: dict[str, Any], offline: Any, online: Any, as_json: bool) -> None:
+def _report(result: dict[str, Any], backends: Wiring, as_json: bool) -> None:
     """A run's summary with where it wrote, as JSON or a table."""
-    result = _with_stores(result, offline, online)
+    result = _with_stores(result, backends)
     if as_json:
         print_json(result)
     else:
@@ -205,8 +205,7 @@ def _report(result: dict[str, Any], offline: Any, online: Any, as_json: bool) ->
 
 
 def _batch(
-    settings: Any,
-    online: Any,
+    backends: Wiring,
     workers: int,
     max_events: int | None,
     batch_size: int,
@@ -221,25 +220,25 @@ def _batch(
             status.update(f"materializing… {s.events_read:,} events, {s.batches} batches")
 
         if workers > 1:
+            from fraudctl.bootstrap import wire
+
             return materialize_in_workers(
-                settings,
+                wire,
+                backends.settings,
                 workers,
                 max_events,
                 batch_size=batch_size,
                 should_stop=should_stop,
                 on_progress=progress,
             )
-        materializer = open_materializer(settings, online, batch_size=batch_size)
+        materializer = open_materializer(backends, batch_size=batch_size)
         try:
             return materializer.run_to_end(max_events, progress, should_stop)
         finally:
             materializer.close()
 
 
-def _backfill(settings: Any, bounds: tuple[str, str], as_json: bool) -> None:
-    from fraudctl.adapters.dedupe import open_dedupe
-    from fraudctl.adapters.offline import open_offline
-    from fraudctl.adapters.online import OnlineState
+def _backfill(backends: Wiring, bounds: tuple[str, str], as_json: bool) -> None:
     from fraudctl.errors import UsageError
     from fraudctl.services.backfill import backfill
 
@@ -250,20 +249,18 @@ def _backfill(settings: Any, bounds: tuple[str, str], as_json: bool) -> None:
             f"--backfill: END {bounds[1]} is before START {bounds[0]}",
             hint="give the earlier time first",
         )
-    offline = open_offline(settings)
     with err_console.status("rebuilding the online store from offline snapshots…"):
-        online = OnlineState(settings, offline.uri)
-        summary = backfill(offline, online, open_dedupe(settings), start, end)
-    _report(summary.as_dict(), offline, online, as_json)
+        summary = backfill(backends.offline, backends.features, backends.dedupe, start, end)
+    _report(summary.as_dict(), backends, as_json)
 
 
-def _check_freshness(bus: Any, settings: Any, slo_s: float, as_json: bool) -> None:
-    from fraudctl.adapters.dedupe import open_dedupe
+def _check_freshness(backends: Wiring, slo_s: float, as_json: bool) -> None:
     from fraudctl.services.freshness import freshness
 
-    consumer = bus.consumer(settings.consumer_group, [settings.topic_transactions])
+    settings = backends.settings
+    consumer = backends.bus.consumer(settings.consumer_group, [settings.topic_transactions])
     try:
-        result = freshness(consumer, open_dedupe(settings), slo_s)
+        result = freshness(consumer, backends.dedupe, slo_s)
     finally:
         consumer.close()
     if as_json:
@@ -337,8 +334,6 @@ def features_get(
     """The features a request for USER_ID at --at would be scored with (online store)."""
     import time
 
-    from fraudctl.adapters.offline import open_offline
-    from fraudctl.adapters.online import OnlineState
     from fraudctl.contract import parse_utc_timestamp
     from fraudctl.errors import UsageError
     from fraudctl.features import Txn
@@ -347,9 +342,7 @@ def features_get(
         ts = parse_utc_timestamp(at).timestamp() if at is not None else time.time()
     except ValueError as exc:
         raise UsageError(f"--at {at!r} {exc}") from exc
-    settings = state_of(ctx).settings
-    online = OnlineState(settings, open_offline(settings).uri)
-    window = online.read([user_id])[user_id]
+    window = state_of(ctx).backends.features.read([user_id])[user_id]
     features = window.features(Txn(ts, amount, country, device))
     result = {
         "user_id": user_id,

@@ -46,17 +46,15 @@ def promote(
     from fraudctl.services.promote import TARGETS, PromoteOptions, history
     from fraudctl.services.promote import promote as run
 
-    settings = state_of(ctx).settings
+    state = state_of(ctx)
     if show_history:
-        from fraudctl.adapters.offline import open_offline
-
-        _show_history(history(open_offline(settings), settings.model_name), as_json)
+        _show_history(history(state.backends.offline, state.settings.model_name), as_json)
         return
     if to not in TARGETS:
         raise UsageError(f"--to {to!r} is not known", hint="use staging or production")
     with err_console.status("promoting…") as status:
         decision = run(
-            settings,
+            state.backends,
             PromoteOptions(to, version, dry_run, url),
             lambda m: status.update(f"{m}…"),
         )

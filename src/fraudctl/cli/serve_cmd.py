@@ -140,16 +140,14 @@ def _ingress(engine: str, chosen: str | None, replicas: int, ray_address: str | 
 def _preflight(settings: Any) -> dict[str, str | None]:
     """Exit 3 naming the URI when the registry is unreachable; exit 4 when nothing is
     registered under any alias a variant serves."""
-    from fraudctl.adapters.offline import open_offline
-    from fraudctl.adapters.online import OnlineState
-    from fraudctl.adapters.registry import Registry
+    from fraudctl.bootstrap import wire
     from fraudctl.serving.variants import ModelSource
 
-    registry = Registry(settings)
-    registry.check()
-    source = ModelSource(registry, shadow=False)
+    backends = wire(settings)
+    backends.registry.check()
+    source = ModelSource(backends.registry, shadow=False)
     versions = source.versions()
-    OnlineState(settings, open_offline(settings).uri).read(["user-0"])  # exit 3 if down
+    backends.features.read(["user-0"])  # exit 3 if down
     source.baseline_alias(versions)  # exit 4: nothing to serve
     return versions
 

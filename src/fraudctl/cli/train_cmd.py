@@ -92,16 +92,13 @@ def train(
 
 
 def _open(settings: Any) -> tuple[Any, Any, Any]:
-    from fraudctl.adapters.offline import open_offline
-    from fraudctl.adapters.online import OnlineState
-    from fraudctl.adapters.registry import Registry
+    from fraudctl.bootstrap import wire
 
-    registry = Registry(settings)
-    registry.check()  # fail fast, before reading anything
-    offline = open_offline(settings)
+    backends = wire(settings)
+    backends.registry.check()  # fail fast, before reading anything
     with err_console.status("opening the feature store…"):
-        feast = OnlineState(settings, offline.uri)
-    return offline, feast, registry
+        feast = backends.features
+    return backends.offline, feast, backends.registry
 
 
 def _train_once(settings: Any, options: TrainOptions, as_json: bool) -> None:

@@ -7,10 +7,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from fraudctl.adapters.dedupe import DedupeStore
-from fraudctl.adapters.offline import ParquetStore
-from fraudctl.adapters.online import OnlineState
-from fraudctl.ports import ONLINE_NEWEST_MARK
+from fraudctl.ports import ONLINE_NEWEST_MARK, DedupeStore, FeatureStore, OfflineStore
 
 
 @dataclass(frozen=True)
@@ -27,7 +24,7 @@ class BackfillSummary:
 
 
 def backfill(
-    offline: ParquetStore, online: OnlineState, dedupe: DedupeStore, start: datetime, end: datetime
+    offline: OfflineStore, online: FeatureStore, dedupe: DedupeStore, start: datetime, end: datetime
 ) -> BackfillSummary:
     """Rebuild the online store from the offline ``user_state`` snapshots (the recovery
     path after losing Redis): Feast materializes the newest snapshot of every user whose

@@ -12,13 +12,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fraudctl.adapters.drift_psi import FeatureDrift, feature_drift, write_report
-from fraudctl.adapters.metrics import push_drift_gauges
-from fraudctl.config import Settings
+from fraudctl.adapters.drift_psi import FeatureDrift, feature_drift
 from fraudctl.errors import Refused, UsageError
-from fraudctl.gates import BASELINE_ALIASES, baseline_alias, drift_status
+from fraudctl.gates import BASELINE_ALIASES, DRIFT_STATUS_CODES, baseline_alias, drift_status
 from fraudctl.model import CATEGORIES, MODEL_INPUTS
-from fraudctl.ports import ModelRegistry
+from fraudctl.ports import Backends, Gauge, MetricsPusher, ModelRegistry, RecordLog
 
 SOURCES = ("predictions", "events")
 MONITORED: tuple[str, ...] = (*MODEL_INPUTS, "score")
@@ -133,14 +131,10 @@ def _training_window(registry: ModelRegistry, version: str) -> tuple[datetime, d
 
 
 def run_drift(
-    settings: Settings, options: DriftOptions, progress: Callable[[str], None] = lambda _m: None
+    backends: Backends, options: DriftOptions, progress: Callable[[str], None] = lambda _m: None
 ) -> DriftResult:
-    from fraudctl.adapters.offline import open_offline
-    from fraudctl.adapters.registry import Registry
-
     started = time.monotonic()
-    offline = open_offline(settings)
-    registry = Registry(settings)
+    offline, registry = backends.offline, backends.registry
     progress("finding the baseline model")
     found = registry.aliases(BASELINE_ALIASES)
     alias = baseline_alias(found)
@@ -207,25 +201,53 @@ def run_drift(
         result.drift_score = max(d.psi for d in drifts)
         result.status = drift_status(result.drift_score, options.threshold)
         progress("writing the Evidently report")
-        report = options.report or settings.home / "drift" / f"drift-{int(time.time())}.html"
-        write_report(reference, current, report, MONITORED, CATEGORIES)
+        home = backends.settings.home
+        report = options.report or home / "drift" / f"drift-{int(time.time())}.html"
+        backends.drift_reporter.write_report(reference, current, report, MONITORED, CATEGORIES)
         result.report = str(report)
         result.report_uri = offline.copy_file(report, f"drift-reports/{report.name}")
         result.run_id = log_to_mlflow(registry, result, report)
     result.elapsed_s = round(time.monotonic() - started, 3)
-    if settings.pushgateway_url:
+    if backends.pusher.where:
         progress("pushing the gauges")
-        _push(settings.pushgateway_url, result)
+        _push(backends.pusher, result)
     record(offline, result)
     return result
 
 
-def _push(url: str, result: DriftResult) -> None:
+DRIFT_JOB = "fraudctl_drift"
+
+
+def drift_gauges(result: DriftResult) -> list[Gauge]:
+    """A drift result as Prometheus gauges (job ``fraudctl_drift``, grouped by model):
+    ``fraudctl_drift_psi{feature}``, ``fraudctl_drift_score``, ``fraudctl_drift_status``
+    (:data:`~fraudctl.gates.DRIFT_STATUS_CODES`) and the time of the run."""
+    gauges = [
+        Gauge(
+            "fraudctl_drift_psi", "PSI per monitored feature.", f["psi"], {"feature": f["feature"]}
+        )
+        for f in result.features
+    ]
+    if result.drift_score is not None:
+        gauges.append(Gauge("fraudctl_drift_score", "Largest PSI.", result.drift_score))
+    gauges.append(
+        Gauge(
+            "fraudctl_drift_status",
+            "0 ok, 1 drift, 2 insufficient data.",
+            DRIFT_STATUS_CODES[result.status],
+        )
+    )
+    gauges.append(
+        Gauge("fraudctl_drift_last_run_timestamp_seconds", "When drift last ran.", time.time())
+    )
+    return gauges
+
+
+def _push(pusher: MetricsPusher, result: DriftResult) -> None:
     """The gauges to the Pushgateway; a push that fails is reported, the verdict stands."""
-    psi = {f["feature"]: f["psi"] for f in result.features}
-    error = push_drift_gauges(url, result.model["name"], psi, result.drift_score, result.status)
+    error = pusher.push(DRIFT_JOB, {"model": result.model["name"]}, drift_gauges(result))
     if error is None:
-        result.pushed_to = url
+        result.pushed_to = pusher.where
     else:
         result.push_error = error
 
@@ -251,15 +273,13 @@ def log_to_mlflow(registry: ModelRegistry, result: DriftResult, report: Path) ->
     )
 
 
-def record(offline: Any, result: DriftResult) -> None:
+def record(offline: RecordLog, result: DriftResult) -> None:
     """Append the result to the drift log in the offline store (``promote``'s drift gate
     reads the newest; in ``stack`` every machine sees the same log)."""
     offline.add_record(DRIFT_LOG, result.as_dict())
 
 
-def latest(settings: Settings) -> dict[str, Any] | None:
+def latest(log: RecordLog) -> dict[str, Any] | None:
     """The newest drift result recorded, if any."""
-    from fraudctl.adapters.offline import open_offline
-
-    found = open_offline(settings).records(DRIFT_LOG, newest=1)
+    found = log.records(DRIFT_LOG, newest=1)
     return found[0] if found else None

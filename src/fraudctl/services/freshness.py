@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from fraudctl.adapters.dedupe import DedupeStore
 from fraudctl.contract import validate_bytes
-from fraudctl.ports import ONLINE_NEWEST_MARK, BusConsumer
+from fraudctl.ports import ONLINE_NEWEST_MARK, BusConsumer, DedupeStore
 
 FRESHNESS_SLO_S = 120.0
 

@@ -32,14 +32,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fraudctl.adapters import tables as tables_
-from fraudctl.adapters.dedupe import DedupeStore
-from fraudctl.adapters.offline import HourPartitions, ParquetStore, PlannedFile
-from fraudctl.adapters.online import OnlineState, state_frame
-from fraudctl.config import Settings
+from fraudctl.adapters.offline import HourPartitions, PlannedFile
 from fraudctl.contract import LabelRecord, Transaction, judged_at, validate_bytes
 from fraudctl.errors import BackendUnavailable
 from fraudctl.features import Txn, UserWindow
-from fraudctl.ports import ONLINE_NEWEST_MARK, BusConsumer, BusProducer, Record, TopicPartition
+from fraudctl.ports import (
+    ONLINE_NEWEST_MARK,
+    Backends,
+    BusConsumer,
+    BusProducer,
+    DedupeStore,
+    FeatureStore,
+    OfflineStore,
+    Record,
+    TopicPartition,
+)
 
 POLL_BATCH = 50_000
 WINDOW_CACHE_USERS = 500_000
@@ -127,8 +134,8 @@ class Materializer:
         self,
         consumer: BusConsumer,
         dlq: BusProducer,
-        offline: ParquetStore,
-        online: OnlineState,
+        offline: OfflineStore,
+        online: FeatureStore,
         dedupe: DedupeStore,
         topics: MaterializeTopics,
         clock: Callable[[], float] = time.time,
@@ -289,7 +296,7 @@ class Materializer:
             return
         self._wait_for_flush()
         touched = {a.event.user_id: pending.windows[a.event.user_id] for a in pending.accepted}
-        snapshot = state_frame(touched) if touched else None
+        snapshot = tables_.state_frame(touched) if touched else None
         if len(self._windows) + len(pending.windows) > WINDOW_CACHE_USERS:
             self._windows.clear()
         self._windows.update(pending.windows)
@@ -507,31 +514,22 @@ class Materializer:
 
 
 def open_materializer(
-    settings: Settings,
-    online: OnlineState | None = None,
-    share: tuple[int, int] = (0, 1),
-    batch_size: int = POLL_BATCH,
+    backends: Backends, share: tuple[int, int] = (0, 1), batch_size: int = POLL_BATCH
 ) -> Materializer:
-    """A materializer on the active profile's bus and stores, reading ``share`` of the
+    """A materializer on the backends' bus and stores, reading ``share`` of the
     partitions (see ``EventBus.consumer``)."""
-    from fraudctl.adapters.bus import open_bus
-    from fraudctl.adapters.dedupe import open_dedupe
-    from fraudctl.adapters.offline import open_offline
-
-    offline = open_offline(settings)
-    if online is None:
-        online = OnlineState(settings, offline.uri)
-    bus = open_bus(settings)
-    consumer = bus.consumer(
+    settings = backends.settings
+    consumer = backends.bus.consumer(
         settings.consumer_group, [settings.topic_transactions, settings.topic_labels], share
     )
     topics = MaterializeTopics(
         settings.topic_transactions, settings.topic_labels, settings.topic_dlq
     )
-    dlq = bus.producer(delivery_timeout_s=30)
+    dlq = backends.bus.producer(delivery_timeout_s=30)
     return Materializer(
-        consumer, dlq, offline, online, open_dedupe(settings), topics, batch_size=batch_size
-    )
+        consumer, dlq, backends.offline, backends.features, backends.dedupe, topics,
+        batch_size=batch_size,
+    )  # fmt: skip
 
 
 def _first_offsets(records: list[Record]) -> dict[TopicPartition, int]:

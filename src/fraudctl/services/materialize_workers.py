@@ -8,11 +8,15 @@ from collections.abc import Callable
 from typing import Any
 
 from fraudctl.config import Settings
+from fraudctl.ports import Backends
 from fraudctl.services.materialize import POLL_BATCH, MaterializeSummary, open_materializer
 from fraudctl.workers import add_counts, run_workers
 
+Wire = Callable[[Settings], Backends]
+
 
 def materialize_in_workers(
+    wire: Wire,
     settings: Settings,
     workers: int,
     max_events: int | None = None,
@@ -23,11 +27,13 @@ def materialize_in_workers(
 ) -> MaterializeSummary:
     """Batch materialization split over ``workers`` processes, each owning every
     ``workers``-th partition of both topics.  A user's events and labels share a
-    partition (they are keyed by user), so each user's window has one writer."""
+    partition (they are keyed by user), so each user's window has one writer.  Each
+    worker builds its own backends with ``wire`` (a module-level function: it is sent to
+    the worker process by reference)."""
     per_worker = None if max_events is None else max(1, max_events // workers)
     finals = run_workers(
         _materialize_worker,
-        [(workers, settings, per_worker, batch_size) for _ in range(workers)],
+        [(workers, wire, settings, per_worker, batch_size) for _ in range(workers)],
         should_stop=should_stop,
         on_report=lambda latest: on_progress(
             merge_summaries([MaterializeSummary(**d) for d in latest.values()])
@@ -39,6 +45,7 @@ def materialize_in_workers(
 def _materialize_worker(
     index: int,
     count: int,
+    wire: Wire,
     settings: Settings,
     max_events: int | None,
     batch_size: int,
@@ -46,7 +53,7 @@ def _materialize_worker(
     stop: Any,
     report: Callable[[str, Any], None],
 ) -> None:
-    materializer = open_materializer(settings, share=(index, count), batch_size=batch_size)
+    materializer = open_materializer(wire(settings), (index, count), batch_size)
     try:
         summary = materializer.run_to_end(
             max_events, lambda s: report("progress", s.as_dict()), stop.is_set

@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from fraudctl.config import Settings
 from fraudctl.errors import BackendUnavailable, Refused
 from fraudctl.gates import (
     PROMOTION_TARGETS,
@@ -44,7 +43,7 @@ from fraudctl.gates import (
     drift_gate,
     promotion_source,
 )
-from fraudctl.ports import ModelRegistry
+from fraudctl.ports import Backends, FeatureStore, Lock, ModelRegistry, OfflineStore, RecordLog
 
 TARGETS = tuple(str(a) for a in PROMOTION_TARGETS)
 PROMOTIONS = "promotions"  # in the offline store: one JSON object per decision
@@ -75,7 +74,7 @@ class Decision:
 # -- measuring for the gates (the verdicts are fraudctl.gates) ------------------------
 
 
-def evaluation_rows(offline: Any, feast: Any, newest: int) -> Any:
+def evaluation_rows(offline: OfflineStore, feast: FeatureStore, newest: int) -> Any:
     """The newest ``newest`` labeled events with their point-in-time features."""
     from fraudctl.services.training_set import labeled_events, with_features
 
@@ -108,15 +107,15 @@ def measure_auc(frame: Any, version_model: Any, staging_model: Any | None, limit
 # -- the lock and the log -------------------------------------------------------------
 
 
-def history(offline: Any, model_name: str) -> list[dict[str, Any]]:
+def history(log: RecordLog, model_name: str) -> list[dict[str, Any]]:
     # In decision order: records are named by when they were written, and a decision
     # that waited on the lock is written after a later one.
-    decisions = [d for d in offline.records(PROMOTIONS) if d.get("model_name") == model_name]
+    decisions = [d for d in log.records(PROMOTIONS) if d.get("model_name") == model_name]
     return sorted(decisions, key=lambda d: str(d.get("at", "")))
 
 
-def _record(offline: Any, registry: ModelRegistry, decision: Decision) -> None:
-    offline.add_record(PROMOTIONS, decision.as_dict())
+def _record(log: RecordLog, registry: ModelRegistry, decision: Decision) -> None:
+    log.add_record(PROMOTIONS, decision.as_dict())
     gates = "; ".join(
         f"{g.name} {'pass' if g.passed else 'FAIL'}: {g.detail}" for g in decision.gates
     )
@@ -145,29 +144,23 @@ class PromoteOptions:
 
 
 def promote(
-    settings: Settings,
+    backends: Backends,
     options: PromoteOptions,
     progress: Callable[[str], None] = lambda _m: None,
-    *,
-    registry: ModelRegistry | None = None,
-    canary_status: Callable[[str], dict[str, Any]] | None = None,
-    set_canary: Callable[[str, float, str], Any] | None = None,
 ) -> Decision:
-    from fraudctl.adapters.offline import open_offline
-    from fraudctl.adapters.registry import Registry
-
-    offline = open_offline(settings)
-    registry = registry or Registry(settings)
+    offline, registry = backends.offline, backends.registry
+    settings = backends.settings
     limits = Limits.of(settings)
     progress("reading the aliases")
     decision, production = _decision(registry, options)
+    server = backends.server(options.serve_url)
     if options.to == Alias.STAGING:
-        decision.gates = _staging_gates(settings, offline, registry, decision, progress, limits)
+        decision.gates = _staging_gates(backends, decision, progress, limits)
     elif production is None:
         decision.gates = [canary_waived()]
     else:
         progress("reading the canary's serving metrics")
-        status = (canary_status or _canary_status)(options.serve_url)
+        status = server.status(CANARY_WINDOW_S)
         canary = (status.get("models") or {}).get("canary") or {}
         window = CanaryWindow.of((status.get("variants") or {}).get("canary"),
                                  status.get("window_s"))  # fmt: skip
@@ -181,11 +174,11 @@ def promote(
         decision.outcome, decision.reason = "dry_run", "every gate passed; nothing moved"
     else:
         progress(f"moving '{options.to}' to version {decision.version}")
-        _move(settings, registry, decision)
+        _move(backends.promotion_lock, registry, decision)
         if decision.outcome == "promoted" and options.to == Alias.PRODUCTION and production:
             reason = f"version {decision.version} promoted to production"
             try:
-                (set_canary or _set_canary)(options.serve_url, 0.0, reason)
+                server.set_canary(0.0, reason)
                 decision.reason += "; canary share set to 0"
             except BackendUnavailable as exc:
                 decision.reason += f"; the canary share could not be reset ({exc.message})"
@@ -229,11 +222,9 @@ def _decision(registry: ModelRegistry, options: PromoteOptions) -> tuple[Decisio
     return decision, production
 
 
-def _move(settings: Settings, registry: ModelRegistry, decision: Decision) -> None:
+def _move(lock: Lock, registry: ModelRegistry, decision: Decision) -> None:
     """Compare-and-set the alias under the promotion lock."""
-    from fraudctl.adapters.locks import promotion_lock
-
-    with promotion_lock(settings):
+    with lock.hold():
         now = registry.aliases([decision.to])[decision.to]
         if now != decision.previous:
             decision.outcome = "lost"
@@ -248,38 +239,21 @@ def _move(settings: Settings, registry: ModelRegistry, decision: Decision) -> No
 
 
 def _staging_gates(
-    settings: Settings,
-    offline: Any,
-    registry: ModelRegistry,
-    decision: Decision,
-    progress: Any,
-    limits: Limits,
+    backends: Backends, decision: Decision, progress: Callable[[str], None], limits: Limits
 ) -> list[Gate]:
-    from fraudctl.adapters.online import OnlineState
     from fraudctl.services.drift import latest
 
+    registry = backends.registry
     progress("loading the models")
     model = registry.load(decision.version, Alias.CANDIDATE)
     staging = None
     if decision.previous is not None:
         staging = registry.load(decision.previous, Alias.STAGING)
     progress("scoring the newest labeled events")
-    feast = OnlineState(settings, offline.uri)
-    frame = evaluation_rows(offline, feast, settings.promote_eval_events)
+    frame = evaluation_rows(
+        backends.offline, backends.features, backends.settings.promote_eval_events
+    )
     return [
         measure_auc(frame, model, staging, limits),
-        drift_gate(latest(settings), limits),
+        drift_gate(latest(backends.offline), limits),
     ]
-
-
-def _canary_status(url: str) -> dict[str, Any]:
-    from fraudctl.adapters.serve_client import call_server
-
-    status: dict[str, Any] = call_server(url, "GET", f"/v1/canary?window={CANARY_WINDOW_S}")
-    return status
-
-
-def _set_canary(url: str, weight: float, reason: str) -> Any:
-    from fraudctl.adapters.serve_client import call_server
-
-    return call_server(url, "POST", "/v1/canary", {"weight": weight, "reason": reason})

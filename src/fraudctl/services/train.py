@@ -5,18 +5,13 @@ run that registers a new model version under the alias ``candidate``.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from fraudctl.adapters.feast_repo import EVENT_FEATURES_VIEW
-from fraudctl.adapters.offline import ParquetStore
-from fraudctl.adapters.online import OnlineState
-from fraudctl.adapters.registry import Registry
 from fraudctl.errors import Refused
 from fraudctl.features import FEATURE_NAMES, FEATURES_VERSION
 from fraudctl.gates import Alias
@@ -29,6 +24,7 @@ from fraudctl.model import (
     make_pipeline,
     trusted_types,
 )
+from fraudctl.ports import FeatureStore, ModelRegistry, ModelRun, OfflineStore, Registered
 from fraudctl.services.provenance import git_commit
 from fraudctl.services.training_set import (
     VALIDATION_SHARE,
@@ -94,9 +90,9 @@ class Skipped:
 
 
 def train_once(
-    offline: ParquetStore,
-    feast: OnlineState,
-    registry: Registry,
+    offline: OfflineStore,
+    feast: FeatureStore,
+    registry: ModelRegistry,
     options: TrainOptions,
     progress: Progress,
     labeled: LabeledEvents | None = None,
@@ -142,7 +138,7 @@ def train_once(
     }
     progress("logging the run and registering the model")
     log_started = time.monotonic()
-    run_id, experiment_id, version = _log_run(
+    registered = _log_run(
         registry,
         offline,
         options,
@@ -159,10 +155,10 @@ def train_once(
     timings["log_s"] = time.monotonic() - log_started
     timings["total_s"] = time.monotonic() - started
     return TrainResult(
-        run_id=run_id,
-        experiment_id=experiment_id,
+        run_id=registered.run_id,
+        experiment_id=registered.experiment_id,
         model_name=registry.model_name,
-        version=version,
+        version=registered.version,
         alias=CANDIDATE_ALIAS,
         model=options.model,
         threshold=threshold,
@@ -250,8 +246,8 @@ def _importances(pipeline: Any, holdout: Any, seed: int) -> dict[str, float]:
 
 
 def _log_run(
-    registry: Registry,
-    offline: ParquetStore,
+    registry: ModelRegistry,
+    offline: OfflineStore,
     options: TrainOptions,
     model: Any,
     split: Split,
@@ -262,101 +258,74 @@ def _log_run(
     importances: dict[str, float],
     holdout: tuple[Any, Any],
     watermark: str,
-) -> tuple[str, str, str]:
-    """One MLflow run: params, metrics, plots, the skops model with signature and input
-    example, lineage tags; a new registered version aliased ``candidate``."""
-    from mlflow.models import infer_signature
-
+) -> Registered:
+    """One tracked run: params, metrics, plots, the model with its input example, lineage
+    tags; a new registered version aliased ``candidate``."""
     from fraudctl.services import train_plots
 
     inputs = list(MODEL_INPUTS)
-    example = split.holdout[inputs].head(5)
-    signature = infer_signature(example, model.predict_proba(example)[:, 1])
     classifier = model.estimator.estimator.named_steps["classify"]  # calibrated(frozen(pipeline))
-    with registry.session() as mlflow:
-        experiment_id = registry.experiment_id(mlflow, registry.model_name)
-        with mlflow.start_run(experiment_id=experiment_id) as run:
-            mlflow.log_params(
-                {
-                    "model": options.model,
-                    "test_fraction": options.test_fraction,
-                    "validation_share": VALIDATION_SHARE,
-                    "seed": options.seed,
-                    "threshold_rule": THRESHOLD_RULE,
-                    "threshold": threshold,
-                    "since": time_range["since"] or "(all)",
-                    "until": time_range["until"] or "(all)",
-                    "classifier": type(classifier).__name__,
-                    **{
-                        f"classifier.{key}": value
-                        for key, value in sorted(classifier.get_params().items())
-                        if isinstance(value, (int, float, str, bool)) or value is None
-                    },
-                }
-            )
-            mlflow.log_metrics(metrics)
-            mlflow.log_metrics({f"rows_{name}": float(value) for name, value in rows.items()})
-            shares = {name: part["fraud_share"] for name, part in split.counts().items()}
-            mlflow.log_metrics({f"fraud_share_{name}": share for name, share in shares.items()})
-            mlflow.set_tags(_lineage(offline, rows, time_range, watermark))
-            labels, scores = holdout
-            for path, figure in train_plots.figures(labels, scores, threshold, importances).items():
-                mlflow.log_figure(figure, path)
-                train_plots.close(figure)
-            mlflow.log_dict(importances, "feature_importances.json")
-            _log_predictions(mlflow, split.holdout, scores)
-            info = mlflow.sklearn.log_model(
-                model,
-                name="model",
-                serialization_format="skops",
-                skops_trusted_types=trusted_types(options.model),
-                # Named, so MLflow need not load the model in a subprocess to infer them.
-                pip_requirements=_requirements(),
-                signature=signature,
-                input_example=example,
-                pyfunc_predict_fn="predict_proba",
-                registered_model_name=registry.model_name,
-                metadata={
-                    "threshold": threshold,
-                    "threshold_rule": THRESHOLD_RULE,
-                    "inputs": inputs,
-                    "features_version": FEATURES_VERSION,
-                },
-            )
-            version = str(info.registered_model_version)
-            client = mlflow.MlflowClient()
-            for key, value in {
-                "threshold": threshold,
-                "run_id": run.info.run_id,
-                "roc_auc": metrics["roc_auc"],
-                "features_version": FEATURES_VERSION,
-            }.items():
-                client.set_model_version_tag(registry.model_name, version, key, str(value))
-            registry.set_alias(CANDIDATE_ALIAS, version)
-            return run.info.run_id, experiment_id, version
-
-
-def _log_predictions(mlflow: Any, holdout: Any, scores: Any) -> None:
-    """The holdout's scores as training saw them (``predictions/holdout.parquet``): what a
-    reloaded model must reproduce, and the rows to compare another model on."""
-    with tempfile.TemporaryDirectory(prefix="fraudctl-train-") as directory:
-        path = Path(directory) / "holdout.parquet"
-        frame = holdout[["event_id", "event_timestamp", "label"]].assign(score=scores)
-        frame.to_parquet(path, index=False)
-        mlflow.log_artifact(str(path), "predictions")
-
-
-def _requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [
-        f"{name}=={version(name)}"
-        for name in ("scikit-learn", "skops", "numpy", "scipy", "pandas", "mlflow")
-    ]
+    shares = {name: part["fraud_share"] for name, part in split.counts().items()}
+    labels, scores = holdout
+    figures = train_plots.figures(labels, scores, threshold, importances)
+    run = ModelRun(
+        model=model,
+        trusted_types=trusted_types(options.model),
+        example=split.holdout[inputs].head(5),
+        params={
+            "model": options.model,
+            "test_fraction": options.test_fraction,
+            "validation_share": VALIDATION_SHARE,
+            "seed": options.seed,
+            "threshold_rule": THRESHOLD_RULE,
+            "threshold": threshold,
+            "since": time_range["since"] or "(all)",
+            "until": time_range["until"] or "(all)",
+            "classifier": type(classifier).__name__,
+            **{
+                f"classifier.{key}": value
+                for key, value in sorted(classifier.get_params().items())
+                if isinstance(value, (int, float, str, bool)) or value is None
+            },
+        },
+        metrics={
+            **metrics,
+            **{f"rows_{name}": float(value) for name, value in rows.items()},
+            **{f"fraud_share_{name}": share for name, share in shares.items()},
+        },
+        tags=_lineage(offline, rows, time_range, watermark),
+        metadata={
+            "threshold": threshold,
+            "threshold_rule": THRESHOLD_RULE,
+            "inputs": inputs,
+            "features_version": FEATURES_VERSION,
+        },
+        version_tags={
+            "threshold": str(threshold),
+            "roc_auc": str(metrics["roc_auc"]),
+            "features_version": FEATURES_VERSION,
+        },
+        figures=figures,
+        documents={"feature_importances.json": importances},
+        # The holdout's scores as training saw them: what a reloaded model must
+        # reproduce, and the rows to compare another model on.
+        tables={
+            "predictions/holdout.parquet": split.holdout[
+                ["event_id", "event_timestamp", "label"]
+            ].assign(score=scores)
+        },
+    )
+    try:
+        registered = registry.register(run)
+    finally:
+        for figure in figures.values():
+            train_plots.close(figure)
+    registry.set_alias(CANDIDATE_ALIAS, registered.version)
+    return registered
 
 
 def _lineage(
-    offline: ParquetStore, rows: dict[str, int], time_range: dict[str, str], watermark: str
+    offline: OfflineStore, rows: dict[str, int], time_range: dict[str, str], watermark: str
 ) -> dict[str, str]:
     tags = {
         "fraudctl.snapshots.events": offline.table_uri("events"),
@@ -377,9 +346,9 @@ def _lineage(
 
 
 def retrain_every(
-    offline: ParquetStore,
-    feast: OnlineState,
-    registry: Registry,
+    offline: OfflineStore,
+    feast: FeatureStore,
+    registry: ModelRegistry,
     options: TrainOptions,
     interval_s: float,
     progress: Progress,

@@ -26,10 +26,9 @@ from datetime import datetime
 from typing import Any
 
 from fraudctl.adapters.feast_repo import EVENT_FEATURES_VIEW
-from fraudctl.adapters.offline import ParquetStore
-from fraudctl.adapters.online import OnlineState
 from fraudctl.errors import Refused
 from fraudctl.features import FEATURE_NAMES
+from fraudctl.ports import FeatureStore, OfflineStore
 
 MIN_LABELED_EVENTS = 1_000
 VALIDATION_SHARE = 0.2
@@ -70,7 +69,7 @@ class Split:
 
 
 def labeled_events(
-    offline: ParquetStore,
+    offline: OfflineStore,
     since: datetime | None,
     until: datetime | None,
     as_of: datetime,
@@ -127,7 +126,7 @@ def _empty_labeled() -> Any:
     )
 
 
-def with_features(feast: OnlineState, labeled: LabeledEvents) -> tuple[Any, int]:
+def with_features(feast: FeatureStore, labeled: LabeledEvents) -> tuple[Any, int]:
     """Feast's point-in-time join of the ``event_features`` view onto the labeled events;
     returns the rows sorted by event time and how many labeled events had no features
     (labels can arrive before materialize has written their event's features)."""

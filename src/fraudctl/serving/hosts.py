@@ -40,11 +40,12 @@ def ray_link(handle: Any) -> ControlLink:
 
 def host_scorer(settings: Settings, link: ControlLink, shadow: bool) -> tuple[Scorer, Any]:
     """This process's scorer, and the app around it (with its tracing)."""
+    from fraudctl.bootstrap import wire
     from fraudctl.serving.app import create_app
     from fraudctl.serving.scorer import Scorer
     from fraudctl.serving.tracing import Tracing
 
-    scorer = Scorer(settings, link, shadow)
+    scorer = Scorer(wire(settings), link, shadow)
     return scorer, create_app(scorer, Tracing(settings.otlp_endpoint))
 
 

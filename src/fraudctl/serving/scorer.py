@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fraudctl.config import Settings
 from fraudctl.contract import Transaction
 from fraudctl.errors import BackendUnavailable
 from fraudctl.features import FEATURE_NAMES, Txn, compute_features
 from fraudctl.model import LoadedModel
+from fraudctl.ports import Backends
 from fraudctl.serving.control import LiveStats
 from fraudctl.serving.prediction_log import LOG_FLUSH_S, PredictionLog
 from fraudctl.serving.variants import ModelSource, Variants, assign_variant
@@ -71,29 +71,25 @@ def _model_inputs(
 class Scorer:
     def __init__(
         self,
-        settings: Settings,
+        backends: Backends,
         control: ControlLink,
         shadow: bool,
         source: ModelSource | None = None,
         replica: str | None = None,
     ) -> None:
         from fraudctl.adapters.metrics import ServeMetrics
-        from fraudctl.adapters.offline import open_offline
-        from fraudctl.adapters.online import OnlineState
-        from fraudctl.adapters.registry import Registry
 
-        self.settings = settings
+        self.backends = backends
         self.control = control
         self.shadow_on = shadow
         self.replica = replica or uuid.uuid4().hex[:8]
-        self.source = source or ModelSource(Registry(settings), shadow)
+        self.source = source or ModelSource(backends.registry, shadow)
         self.metrics = ServeMetrics()
-        self.offline = open_offline(settings)
-        self.online = OnlineState(settings, self.offline.uri)
+        self.offline = backends.offline
+        self.online = backends.features
         self._versions = self.source.versions()  # unreachable registry: exit 3 at start
         self.variants = self.source.load(self._versions)
         self.metrics.versions(self.variants)
-        self._dedupe: Any = None
         self.weight, _stopping = control.state()
         self.newest_online: float | None = None
         self._live: dict[str, LiveStats] = {}
@@ -304,7 +300,6 @@ class Scorer:
         return True
 
     def _sync(self) -> None:
-        from fraudctl.adapters.dedupe import open_dedupe
         from fraudctl.ports import ONLINE_NEWEST_MARK
 
         self.weight, stopping = self.control.state()
@@ -322,9 +317,7 @@ class Scorer:
         for variant, stats in live.items():
             self.control.record(now, variant, stats)
         try:
-            if self._dedupe is None:
-                self._dedupe = open_dedupe(self.settings)
-            self.newest_online = self._dedupe.get_mark(ONLINE_NEWEST_MARK)
+            self.newest_online = self.backends.dedupe.get_mark(ONLINE_NEWEST_MARK)
         except Exception:
             self.newest_online = None
         if self.newest_online is not None:

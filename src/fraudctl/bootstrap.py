@@ -1,0 +1,94 @@
+"""The one place that wires fraudctl: the adapters of the active settings, each built
+once, on first use.  A command is options → :func:`wire` → one service call → render;
+a service receives the ports it needs and never builds an adapter itself.
+
+Each choice of backend is a setting (``bus``, ``offline_store``, ``online_store``,
+``dedupe_store``, ``promote_lock``, ``pushgateway_url``), shown by ``fraudctl config
+show``; the profile only changes their defaults.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from fraudctl.config import Settings
+from fraudctl.ports import (
+    DedupeStore,
+    DriftReporter,
+    EventBus,
+    FeatureStore,
+    Lock,
+    MetricsPusher,
+    ModelRegistry,
+    OfflineStore,
+    ServingControl,
+)
+
+
+class Wiring:
+    """:class:`fraudctl.ports.Backends` for real backends."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @cached_property
+    def bus(self) -> EventBus:
+        from fraudctl.adapters.bus import open_bus
+
+        return open_bus(self._settings)
+
+    @cached_property
+    def offline(self) -> OfflineStore:
+        from fraudctl.adapters.offline import open_offline
+
+        return open_offline(self._settings)
+
+    @cached_property
+    def features(self) -> FeatureStore:
+        """Feast over the online store; opening it applies changed definitions once."""
+        from fraudctl.adapters.online import OnlineState
+
+        return OnlineState(self._settings, self.offline.uri)
+
+    @cached_property
+    def dedupe(self) -> DedupeStore:
+        from fraudctl.adapters.dedupe import open_dedupe
+
+        return open_dedupe(self._settings)
+
+    @cached_property
+    def registry(self) -> ModelRegistry:
+        from fraudctl.adapters.registry import Registry
+
+        return Registry(self._settings)
+
+    @cached_property
+    def promotion_lock(self) -> Lock:
+        from fraudctl.adapters.locks import promotion_lock
+
+        return promotion_lock(self._settings)
+
+    @cached_property
+    def pusher(self) -> MetricsPusher:
+        from fraudctl.adapters.metrics import Pushgateway
+
+        return Pushgateway(self._settings.pushgateway_url)
+
+    @cached_property
+    def drift_reporter(self) -> DriftReporter:
+        from fraudctl.adapters.drift_psi import EvidentlyReporter
+
+        return EvidentlyReporter()
+
+    def server(self, url: str) -> ServingControl:
+        from fraudctl.adapters.serve_client import ServeClient
+
+        return ServeClient(url)
+
+
+def wire(settings: Settings) -> Wiring:
+    return Wiring(settings)

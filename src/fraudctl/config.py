@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -56,6 +56,115 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 # and `fraudctl stack up --native` binds them.  They avoid the well-known ports
 # (6379, 9000, 9092, 5000) so a machine's own services never collide with the stack.
 STACK_PORTS: dict[str, int] = {"kafka": 19092, "redis": 16379, "s3": 19000, "mlflow": 15000}
+
+
+class _Backend(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FileLogBusConfig(_Backend):
+    """The embedded, file-backed log (one host)."""
+
+    type: Literal["filelog"] = "filelog"
+    path: Path
+
+
+class KafkaBusConfig(_Backend):
+    """A Kafka-API broker (Redpanda, Kafka)."""
+
+    type: Literal["kafka"] = "kafka"
+    bootstrap: str
+
+
+class LocalOfflineConfig(_Backend):
+    type: Literal["localfs"] = "localfs"
+    path: Path
+
+
+class S3OfflineConfig(_Backend):
+    type: Literal["s3"] = "s3"
+    endpoint: str
+    bucket: str
+    prefix: str = "offline"
+    access_key: SecretStr | None
+    secret_key: SecretStr | None
+
+
+class SqliteOnlineConfig(_Backend):
+    type: Literal["sqlite"] = "sqlite"
+    path: Path
+
+
+class RedisOnlineConfig(_Backend):
+    type: Literal["redis"] = "redis"
+    url: str
+    password: SecretStr | None
+
+
+class SqliteDedupeConfig(_Backend):
+    type: Literal["sqlite"] = "sqlite"
+    path: Path
+
+
+class RedisDedupeConfig(_Backend):
+    type: Literal["redis"] = "redis"
+    url: str
+    password: SecretStr | None
+
+
+class FileLockConfig(_Backend):
+    """A file lease under the home: serialises one host's promotions."""
+
+    type: Literal["file"] = "file"
+    path: Path
+
+
+class RedisLockConfig(_Backend):
+    """A Redis key with an expiry: serialises every host's promotions."""
+
+    type: Literal["redis"] = "redis"
+    url: str
+    password: SecretStr | None
+    key: str
+
+
+class MlflowRegistryConfig(_Backend):
+    type: Literal["mlflow"] = "mlflow"
+    uri: str
+    model_name: str
+
+
+BusConfig = Annotated[FileLogBusConfig | KafkaBusConfig, Field(discriminator="type")]
+OfflineConfig = Annotated[LocalOfflineConfig | S3OfflineConfig, Field(discriminator="type")]
+OnlineConfig = Annotated[SqliteOnlineConfig | RedisOnlineConfig, Field(discriminator="type")]
+DedupeConfig = Annotated[SqliteDedupeConfig | RedisDedupeConfig, Field(discriminator="type")]
+LockConfig = Annotated[FileLockConfig | RedisLockConfig, Field(discriminator="type")]
+
+
+class BackendsConfig(_Backend):
+    """Every backend choice, each a ``type``-discriminated model with the parameters that
+    choice needs (the shape of Feast's ``online_store: {type: redis, …}``).  Built from
+    the settings by :meth:`Settings.backends`; the one place a choice is resolved."""
+
+    bus: BusConfig
+    offline_store: OfflineConfig
+    online_store: OnlineConfig
+    dedupe_store: DedupeConfig
+    promote_lock: LockConfig
+    registry: MlflowRegistryConfig
+
+
+# ``fraudctl.toml`` may give a backend as a table, Feast style: ``[bus]`` with ``type``
+# and its parameters.  Each table field is one setting (the flat keys stay the names in
+# the environment, ``.env`` and ``--set``).
+BACKEND_TABLES: dict[str, dict[str, str]] = {
+    "bus": {"type": "bus", "bootstrap": "kafka_bootstrap"},
+    "offline_store": {"type": "offline_store", "endpoint": "s3_endpoint", "bucket": "s3_bucket"},
+    "online_store": {"type": "online_store", "url": "redis_url"},
+    "dedupe_store": {"type": "dedupe_store", "url": "redis_url"},
+    "promote_lock": {"type": "promote_lock", "url": "redis_url"},
+    "registry": {"uri": "mlflow_uri", "model_name": "model_name"},
+}
 
 
 class Settings(BaseModel):
@@ -195,6 +304,41 @@ class Settings(BaseModel):
     def state_dir(self) -> Path:
         return self.home / "state"
 
+    def backends(self) -> BackendsConfig:
+        """Each backend choice with its parameters (see :class:`BackendsConfig`)."""
+        redis = {"url": self.redis_url, "password": self.redis_password}
+        home = self.home
+        return BackendsConfig.model_validate(
+            {
+                "bus": {"type": self.bus, "path": home / "bus"}
+                if self.bus == "filelog"
+                else {"type": "kafka", "bootstrap": self.kafka_bootstrap},
+                "offline_store": {"type": "localfs", "path": home / "offline"}
+                if self.offline_store == "localfs"
+                else {
+                    "type": "s3",
+                    "endpoint": self.s3_endpoint,
+                    "bucket": self.s3_bucket,
+                    "access_key": self.s3_access_key,
+                    "secret_key": self.s3_secret_key,
+                },
+                "online_store": {"type": "sqlite", "path": home / "feast" / "online.db"}
+                if self.online_store == "sqlite"
+                else {"type": "redis", **redis},
+                "dedupe_store": {"type": "sqlite", "path": self.state_dir / "dedupe.db"}
+                if self.dedupe_store == "sqlite"
+                else {"type": "redis", **redis},
+                "promote_lock": {"type": "file", "path": home / "promote.lock"}
+                if self.promote_lock == "file"
+                else {
+                    "type": "redis",
+                    **redis,
+                    "key": f"fraudctl:promote-lock:{self.model_name}",
+                },
+                "registry": {"uri": self.mlflow_uri, "model_name": self.model_name},
+            }
+        )
+
 
 SECRET_KEYS = frozenset(
     name for name, f in Settings.model_fields.items() if "secret" in (f.description or "")
@@ -262,6 +406,15 @@ class LoadedConfig:
     sources: Mapping[str, Source]
     files: Mapping[str, Path | None] = field(default_factory=dict)
 
+    def backend_rows(self) -> dict[str, dict[str, Any]]:
+        """Each backend choice with its parameters, secrets and URL passwords masked."""
+        dumped = self.settings.backends().model_dump(mode="json")
+        return {
+            name: {k: mask_value("", v) if k not in ("password", "access_key", "secret_key")
+                   else (None if v is None else "****") for k, v in choice.items()}
+            for name, choice in dumped.items()
+        }  # fmt: skip
+
     def rows(self) -> list[dict[str, Any]]:
         """Key, env var, masked value and source for every setting."""
         dumped = self.settings.model_dump(mode="json")
@@ -328,7 +481,33 @@ def _read_toml(path: Path) -> dict[str, Any]:
     table = data.get("fraudctl", data)
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [fraudctl] must be a table")
-    return {_normalize_key(name, str(path)): value for name, value in table.items()}
+    flat: dict[str, Any] = {}
+    for name, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_backend_table(name, value, path))
+        else:
+            flat[_normalize_key(name, str(path))] = value
+    return flat
+
+
+def _backend_table(name: str, values: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """A ``[bus]``-style table as the settings it stands for."""
+    fields = BACKEND_TABLES.get(name)
+    if fields is None:
+        raise ConfigError(
+            f"{path}: [{name}] is not a backend table",
+            hint="backend tables: " + ", ".join(f"[{t}]" for t in BACKEND_TABLES),
+        )
+    flat: dict[str, Any] = {}
+    for field_name, value in values.items():
+        key = fields.get(field_name)
+        if key is None:
+            raise ConfigError(
+                f"{path}: [{name}] has no field {field_name!r}",
+                hint=f"[{name}] takes: " + ", ".join(fields),
+            )
+        flat[key] = value
+    return flat
 
 
 # Environment variables with our prefix that steer loading rather than being settings.

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from fraudctl.adapters.tables import state_frame
-from fraudctl.config import Settings, load_settings
+from fraudctl.config import RedisDedupeConfig, Settings, load_settings
 from fraudctl.errors import BackendUnavailable
 from fraudctl.features import FEATURE_NAMES, Txn, UserWindow
 from fraudctl.ports import (
@@ -69,7 +69,9 @@ def dedupe(request: pytest.FixtureRequest, tmp_path: Path) -> DedupeStore:
         return InMemoryDedupe()
     if request.param == "sqlite":
         return SqliteDedupe(tmp_path / "dedupe.db")
-    return RedisDedupe(stack_settings(request, tmp_path))
+    config = stack_settings(request, tmp_path).backends().dedupe_store
+    assert isinstance(config, RedisDedupeConfig)
+    return RedisDedupe(config)
 
 
 def test_dedupe_keeps_the_first_origin_of_each_id(dedupe: DedupeStore) -> None:

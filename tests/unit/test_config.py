@@ -184,3 +184,104 @@ def test_config_init_outside_a_checkout_uses_the_installed_template(
     assert set(result.json()["generated"]) >= {"FRAUDCTL_S3_ACCESS_KEY", "FRAUDCTL_REDIS_PASSWORD"}
     missing = cli("config", "init", "--force", "--example", "nope.example")
     assert missing.code == 2 and "nope.example" in missing.err
+
+
+def test_each_backend_is_a_typed_choice_with_its_own_parameters(tmp_path: Path) -> None:
+    from fraudctl.config import (
+        FileLockConfig,
+        FileLogBusConfig,
+        KafkaBusConfig,
+        LocalOfflineConfig,
+        RedisDedupeConfig,
+        RedisLockConfig,
+        RedisOnlineConfig,
+        S3OfflineConfig,
+        SqliteDedupeConfig,
+        SqliteOnlineConfig,
+    )
+
+    local = load_settings(environ={}, cwd=tmp_path).settings
+    home = local.home
+    chosen = local.backends()
+    assert chosen.bus == FileLogBusConfig(path=home / "bus")
+    assert chosen.offline_store == LocalOfflineConfig(path=home / "offline")
+    assert chosen.online_store == SqliteOnlineConfig(path=home / "feast" / "online.db")
+    assert chosen.dedupe_store == SqliteDedupeConfig(path=home / "state" / "dedupe.db")
+    assert chosen.promote_lock == FileLockConfig(path=home / "promote.lock")
+    assert chosen.registry.uri == local.mlflow_uri
+
+    stack = load_settings({"profile": "stack"}, environ={"FRAUDCTL_S3_ACCESS_KEY": "ak-1234567"},
+                          cwd=tmp_path).settings.backends()  # fmt: skip
+    assert isinstance(stack.bus, KafkaBusConfig) and stack.bus.bootstrap.endswith("19092")
+    assert isinstance(stack.offline_store, S3OfflineConfig)
+    assert stack.offline_store.access_key is not None
+    assert isinstance(stack.online_store, RedisOnlineConfig)
+    assert isinstance(stack.dedupe_store, RedisDedupeConfig)
+    assert isinstance(stack.promote_lock, RedisLockConfig)
+    assert stack.promote_lock.key == "fraudctl:promote-lock:fraud-detector"
+
+
+def test_an_unknown_backend_type_is_refused_by_its_discriminator() -> None:
+    from pydantic import ValidationError
+
+    from fraudctl.config import BackendsConfig
+
+    with pytest.raises(ValidationError, match="'filelog', 'kafka'"):
+        BackendsConfig.model_validate({"bus": {"type": "nats"}})
+
+
+def test_toml_backend_tables_feast_style(tmp_path: Path) -> None:
+    write(tmp_path / "fraudctl.toml", """
+[bus]
+type = "kafka"
+bootstrap = "10.0.0.5:9092"
+
+[online_store]
+type = "redis"
+url = "redis://10.0.0.6:6379/2"
+
+[registry]
+uri = "http://10.0.0.7:5000"
+""")  # fmt: skip
+    loaded = load_settings(environ={}, cwd=tmp_path)
+    settings = loaded.settings
+    assert (settings.bus, settings.kafka_bootstrap) == ("kafka", "10.0.0.5:9092")
+    assert (settings.online_store, settings.redis_url) == ("redis", "redis://10.0.0.6:6379/2")
+    assert settings.mlflow_uri == "http://10.0.0.7:5000"
+    assert loaded.sources["kafka_bootstrap"] == "fraudctl.toml"
+    assert settings.offline_store == "localfs"  # not in the file: the profile's default
+    chosen = settings.backends()
+    assert chosen.online_store.type == "redis" and chosen.bus.type == "kafka"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[queue]\ntype = "kafka"\n', r"\[queue\] is not a backend table"),
+        ('[bus]\ntype = "kafka"\nbrokers = "h:1"\n', r"\[bus\] has no field 'brokers'"),
+        ('[bus]\ntype = "nats"\n', "invalid FRAUDCTL_BUS='nats'"),
+    ],
+)
+def test_a_wrong_backend_table_names_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
+    write(tmp_path / "fraudctl.toml", text)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ={}, cwd=tmp_path)
+
+
+def test_config_show_lists_the_backends_with_secrets_masked(
+    cli: RunCli, isolated_env: Path
+) -> None:
+    hidden = ("pw-distinct-77", "s3-distinct-88")
+    lines = ["FRAUDCTL_PROFILE=stack", f"FRAUDCTL_REDIS_PASSWORD={hidden[0]}",
+             f"FRAUDCTL_S3_SECRET_KEY={hidden[1]}"]  # fmt: skip
+    write(isolated_env / ".env", "\n".join(lines) + "\n")
+    result = cli("config", "show", "--json")
+    assert result.code == 0, result.err
+    backends = result.json()["backends"]
+    assert backends["bus"]["type"] == "kafka" and backends["online_store"]["password"] == "****"
+    assert backends["offline_store"]["secret_key"] == "****"
+    assert backends["offline_store"]["access_key"] is None
+    text = cli("config", "show")
+    assert "promote_lock" in text.out and "fraudctl:promote-lock:fraud-detector" in text.out
+    for secret in hidden:
+        assert secret not in result.out + text.out + text.err

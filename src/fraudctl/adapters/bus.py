@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from fraudctl.config import Settings
+from fraudctl.config import KafkaBusConfig, Settings
 from fraudctl.ports import BusProducer, EventBus
 
 
 def open_bus(settings: Settings) -> EventBus:
-    if settings.bus == "kafka":
+    config = settings.backends().bus
+    if isinstance(config, KafkaBusConfig):
         from fraudctl.adapters.kafka_bus import KafkaBus
 
-        return KafkaBus(settings.kafka_bootstrap)
+        return KafkaBus(config.bootstrap)
     from fraudctl.adapters.filelog import FileLogBus
 
-    return FileLogBus(settings.home / "bus")
+    return FileLogBus(config.path)
 
 
 def stream_topics(settings: Settings) -> list[str]:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from fraudctl.config import Settings, mask_url
+from fraudctl.config import RedisDedupeConfig, Settings, mask_url
 from fraudctl.errors import BackendUnavailable
 from fraudctl.ports import DedupeStore
 
@@ -122,11 +122,11 @@ return 1
 
 
 class RedisDedupe:
-    def __init__(self, settings: Settings) -> None:
-        from fraudctl.adapters.probes import redis_client
+    def __init__(self, config: RedisDedupeConfig) -> None:
+        from fraudctl.adapters.probes import redis_at
 
-        self._redis = redis_client(settings)
-        self._where = mask_url(settings.redis_url)
+        self._redis = redis_at(config.url, config.password)
+        self._where = mask_url(config.url)
 
     def _unavailable(self, exc: Exception) -> BackendUnavailable:
         return BackendUnavailable(
@@ -185,9 +185,10 @@ class RedisDedupe:
 
 
 def open_dedupe(settings: Settings) -> DedupeStore:
-    if settings.dedupe_store == "redis":
-        return RedisDedupe(settings)
-    return SqliteDedupe(settings.state_dir / "dedupe.db")
+    config = settings.backends().dedupe_store
+    if isinstance(config, RedisDedupeConfig):
+        return RedisDedupe(config)
+    return SqliteDedupe(config.path)
 
 
 def sqlite_code(exc: BaseException) -> int | None:

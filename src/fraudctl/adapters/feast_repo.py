@@ -22,7 +22,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from fraudctl.config import Settings
+from fraudctl.config import RedisOnlineConfig, Settings
 from fraudctl.features import FEATURE_NAMES, FEATURES_VERSION
 
 PROJECT = "fraudctl"
@@ -55,10 +55,11 @@ def repo_config(settings: Settings) -> Any:
 
     feast_dir = settings.home / "feast"
     feast_dir.mkdir(parents=True, exist_ok=True)
-    if settings.online_store == "redis":
-        parts = urlsplit(settings.redis_url)
+    config = settings.backends().online_store
+    if isinstance(config, RedisOnlineConfig):
+        parts = urlsplit(config.url)
         connection = f"{parts.hostname}:{parts.port or 6379}"
-        password = settings.redis_password.get_secret_value() if settings.redis_password else None
+        password = config.password.get_secret_value() if config.password else None
         if password:
             connection += f",password={password}"
         database = (parts.path or "/0").lstrip("/") or "0"
@@ -67,7 +68,8 @@ def repo_config(settings: Settings) -> Any:
         connection += ",socket_timeout=5,socket_connect_timeout=3"
         online: dict[str, Any] = {"type": "redis", "connection_string": connection}
     else:
-        online = {"type": "sqlite", "path": str(feast_dir / "online.db")}
+        config.path.parent.mkdir(parents=True, exist_ok=True)
+        online = {"type": "sqlite", "path": str(config.path)}
     return RepoConfig(
         project=PROJECT,
         registry=str(feast_dir / "registry.db"),

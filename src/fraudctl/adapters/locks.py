@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from fraudctl.config import Settings
+from fraudctl.config import FileLockConfig, Settings
 from fraudctl.errors import BackendUnavailable, UsageError
 
 LOCK_TIMEOUT_S = 30.0
@@ -107,8 +107,9 @@ class RedisLock:
 def promotion_lock(settings: Settings) -> FileLock | RedisLock:
     """One alias move at a time per model (setting ``promote_lock``): a Redis key (every
     machine of the stack), or a file lease under the home (one host; waited for)."""
-    if settings.promote_lock == "file":
-        return FileLock(settings.home / "promote.lock", "promote")
-    from fraudctl.adapters.probes import redis_client
+    config = settings.backends().promote_lock
+    if isinstance(config, FileLockConfig):
+        return FileLock(config.path, "promote")
+    from fraudctl.adapters.probes import redis_at
 
-    return RedisLock(redis_client(settings), f"fraudctl:promote-lock:{settings.model_name}")
+    return RedisLock(redis_at(config.url, config.password), config.key)

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from fraudctl.config import Settings
+from fraudctl.config import S3OfflineConfig, Settings
 from fraudctl.errors import BackendUnavailable
 
 MANIFESTS = "_manifests"
@@ -218,10 +218,11 @@ class ParquetStore:
 
 
 def open_offline(settings: Settings) -> ParquetStore:
-    if settings.offline_store == "s3":
-        import pyarrow.fs as pafs
+    import pyarrow.fs as pafs
 
-        parts = urlsplit(settings.s3_endpoint)
+    config = settings.backends().offline_store
+    if isinstance(config, S3OfflineConfig):
+        parts = urlsplit(config.endpoint)
         filesystem = pafs.S3FileSystem(
             access_key=settings.require_secret("s3_access_key"),
             secret_key=settings.require_secret("s3_secret_key"),
@@ -232,10 +233,8 @@ def open_offline(settings: Settings) -> ParquetStore:
             request_timeout=10,
             retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=2),
         )
-        root = f"{settings.s3_bucket}/offline"
-        return ParquetStore(filesystem, root, f"s3://{root}", settings.s3_endpoint)
-    import pyarrow.fs as pafs
-
-    directory = settings.home / "offline"
-    directory.mkdir(parents=True, exist_ok=True)
-    return ParquetStore(pafs.LocalFileSystem(), str(directory), str(directory), str(directory))
+        root = f"{config.bucket}/{config.prefix}"
+        return ParquetStore(filesystem, root, f"s3://{root}", config.endpoint)
+    config.path.mkdir(parents=True, exist_ok=True)
+    directory = str(config.path)
+    return ParquetStore(pafs.LocalFileSystem(), directory, directory, directory)

@@ -18,7 +18,7 @@ from fraudctl.adapters.feast_repo import (
     fingerprint,
     repo_config,
 )
-from fraudctl.config import Settings, environ, mask_url
+from fraudctl.config import RedisOnlineConfig, Settings, environ, mask_url
 from fraudctl.errors import BackendUnavailable
 from fraudctl.features import UserWindow
 
@@ -36,10 +36,9 @@ class OnlineState:
         self.settings = settings
         self._offline_uri = offline_uri
         self._handles: tuple[Any, Any] | None = None
+        config = settings.backends().online_store
         self.where = (
-            mask_url(settings.redis_url)
-            if settings.online_store == "redis"
-            else str(settings.home / "feast" / "online.db")
+            mask_url(config.url) if isinstance(config, RedisOnlineConfig) else str(config.path)
         )
         try:
             self.store = FeatureStore(config=repo_config(settings))

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from pydantic import SecretStr
+
 from fraudctl.adapters.bus import stream_topics
 from fraudctl.config import Settings, mask_url
 from fraudctl.errors import BackendUnavailable, FraudctlError
@@ -123,12 +125,15 @@ def ensure_bucket(settings: Settings) -> bool:
 
 
 def redis_client(settings: Settings) -> Any:
+    return redis_at(settings.redis_url, settings.redis_password)
+
+
+def redis_at(url: str, password: SecretStr | None) -> Any:
+    """A Redis client with bounded waits (an unreachable Redis fails the call)."""
     import redis
 
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    return redis.Redis.from_url(
-        settings.redis_url, password=password, socket_connect_timeout=2, socket_timeout=2
-    )
+    secret = password.get_secret_value() if password else None
+    return redis.Redis.from_url(url, password=secret, socket_connect_timeout=2, socket_timeout=2)
 
 
 def redis_ping(settings: Settings) -> None:

@@ -17,15 +17,17 @@ def check(ctx: typer.Context, as_json: JsonOption = False) -> None:
     producers and materializers. Exit 0 when every frame is intact, 4 when a region is
     damaged."""
     from fraudctl.adapters import filelog
+    from fraudctl.config import FileLogBusConfig
 
     settings = state_of(ctx).settings
-    if settings.bus != "filelog":
+    config = settings.backends().bus
+    if not isinstance(config, FileLogBusConfig):
         raise UsageError(
-            f"bus check verifies the embedded log; this profile's bus is {settings.bus} "
+            f"bus check verifies the embedded log; this profile's bus is {config.type} "
             "(the broker verifies its own batches' CRCs)",
             hint="run it with --profile local, or use the broker's own tools",
         )
-    root = settings.home / "bus"
+    root = config.path
     if not root.is_dir():
         raise UsageError(
             f"there is no embedded bus at {root}", hint="produce first (`fraudctl produce`)"

@@ -26,12 +26,14 @@ GENERATED_SECRETS = (
 
 @app.command("show")
 def show(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Print every setting, its value (secrets masked) and where it came from."""
+    """Print every setting, its value (secrets masked) and where it came from, then each
+    backend choice with the parameters it uses."""
     loaded = state_of(ctx).config()
     rows = loaded.rows()
     files = {name: str(path) if path else None for name, path in loaded.files.items()}
+    backends = loaded.backend_rows()
     if as_json:
-        print_json({"settings": rows, "files": files})
+        print_json({"settings": rows, "backends": backends, "files": files})
         return
     console.print(
         table(
@@ -43,6 +45,17 @@ def show(ctx: typer.Context, as_json: JsonOption = False) -> None:
             ),
         )
     )
+    console.print(
+        table(
+            "backends",
+            ("backend", "type", "parameters"),
+            (
+                [name, choice["type"], ", ".join(f"{k}={v}" for k, v in choice.items()
+                                                if k != "type" and v is not None)]
+                for name, choice in backends.items()
+            ),
+        )
+    )  # fmt: skip
     for name, path in files.items():
         console.print(f"{name}: {path or '(none)'}")
 

@@ -17,6 +17,9 @@ def demo(
     port: Annotated[
         int, typer.Option(min=0, max=65534, help="Port of the demo's server (0 = a free one).")
     ] = 0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the steps and their commands; run nothing.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Run the whole loop end to end: produce → materialize → train → promote → retrain →
@@ -29,7 +32,7 @@ def demo(
     profile the run gets its own topics, bucket and model name on the running services.
     Exit 0 when every step did what it should.
     """
-    from fraudctl.cli.demo_steps import Demo, DemoPlan, DemoStepFailed, demo_home
+    from fraudctl.cli.demo_steps import Demo, DemoPlan, DemoStepFailed, demo_home, demo_steps
 
     state = state_of(ctx)
     settings = state.settings
@@ -38,6 +41,19 @@ def demo(
         profile=settings.profile, home=home, flags=dict(state.flags), env_file=state.env_file,
         toml_file=state.toml_file, count=count, port=port,
     )  # fmt: skip
+    if dry_run:
+        steps = [
+            {"name": step.name, "title": step.title, "expected_exit": list(step.expected),
+             "command": "fraudctl " + " ".join([*plan.global_args(), *step.args, "--json"])
+             if step.args is not None else f"(in process: {step.builtin})"}
+            for step in demo_steps(plan)
+        ]  # fmt: skip
+        if as_json:
+            print_json({"home": str(home), "steps": steps})
+        else:
+            rows = [(str(i), s["name"], s["command"]) for i, s in enumerate(steps, 1)]
+            console.print(table(f"demo plan (state in {home})", ("#", "step", "command"), rows))
+        return
 
     def progress(title: str, record: Any) -> None:
         if record is None:

@@ -141,6 +141,80 @@ class DemoPlan:
         ).settings
 
 
+@dataclass(frozen=True)
+class Step:
+    """One step of the demo: a fraudctl command (run with ``--json`` in a child process)
+    or, with ``builtin``, a method of :class:`Demo` (serving, which runs beside traffic)."""
+
+    name: str
+    title: str
+    args: list[str] | None
+    hint: str
+    expected: tuple[int, ...] = (0,)
+    status: str | None = None  # the result's "status" must be this
+    builtin: str | None = None
+
+
+def demo_steps(p: DemoPlan) -> list[Step]:
+    """The demo, in order (``fraudctl demo --dry-run`` prints it)."""
+    n = p.count
+    promote_hint = "`fraudctl promote --history` shows which gate said no"
+    stack_hint = (
+        "start the services first: `make services` (or `fraudctl stack up --native`)"
+        if p.profile == "stack"
+        else "the embedded default needs no services; see `fraudctl doctor`"
+    )
+    steps = [
+        Step("resources", "create the run's topics and bucket", None,
+             "`fraudctl doctor` checks the broker, the S3 endpoint and keys",
+             builtin="create_resources"),
+    ] if p.profile == "stack" else []  # fmt: skip
+    return [
+        *steps,
+        Step("doctor", "check the backends", ["doctor"], stack_hint),
+        Step("produce", f"produce {n:,} events with delayed labels",
+             ["produce", "--rate", "0", "--count", str(n), "--span", "48h",
+              "--start", iso(p.now - 52 * HOUR), "--label-delay", "600", "--seed", "1"],
+             "see `fraudctl produce --help`"),
+        Step("materialize", "materialize: offline snapshots + online features",
+             ["materialize"], "`fraudctl doctor` names an unreachable store"),
+        Step("train-a", "train model A on the older half",
+             ["train", "--since", iso(p.now - 40 * HOUR), "--until", iso(p.now - 16 * HOUR)],
+             "training needs ≥ 1,000 labeled events with features: raise --count"),
+        Step("drift-normal", "drift on normal traffic (expect ok)",
+             ["drift", "--source", "events", "--current", p.window(16, 4)],
+             "see `fraudctl drift --help`; the window must hold ≥ 500 events"),
+        Step("promote-a-staging", "promote A to staging", ["promote", "--to", "staging"],
+             promote_hint),
+        Step("promote-a-production", "promote A to production (first model)",
+             ["promote", "--to", "production"], promote_hint),
+        Step("train-b", "retrain: model B on all of the history",
+             ["train", "--since", iso(p.now - 40 * HOUR)], "see `fraudctl train --help`"),
+        Step("promote-b-staging", "promote B to staging (the canary)",
+             ["promote", "--to", "staging"],
+             "B must score at least A's ROC AUC on the newest labeled events"),
+        Step("serve", f"serve B as a {CANARY_PERCENT:g} % canary with shadow; send traffic",
+             None, "see the server's log; `fraudctl serve --help`", builtin="serve_canary"),
+        Step("produce-drifted", f"produce a drifted stream ({DRIFT_SPEC})",
+             ["produce", "--rate", "0", "--count", str(n // 12), "--span", "235m",
+              "--start", iso(p.now - 4 * HOUR), "--label-delay", "60", "--seed", "2",
+              "--population-seed", "1", "--drift", DRIFT_SPEC],
+             "see `fraudctl produce --help`"),
+        Step("materialize-drifted", "materialize the drifted stream", ["materialize"],
+             "`fraudctl doctor` names an unreachable store"),
+        Step("drift-drifted", "drift on the drifted stream (expect drift)",
+             ["drift", "--source", "events", "--current", p.window(4, 0)],
+             "the drifted stream should move transaction_amount past PSI 0.3",
+             expected=(4,), status="drift"),
+        Step("train-c", "train model C on the drifted data",
+             ["train", "--since", iso(p.now - 40 * HOUR)], "see `fraudctl train --help`"),
+        Step("promote-c-refused", "promote C to staging (expect refused: drift)",
+             ["promote", "--to", "staging"],
+             "the drift gate should refuse while the newest drift result is drift",
+             expected=(4,)),
+    ]  # fmt: skip
+
+
 class Demo:
     def __init__(self, plan: DemoPlan, progress: Callable[[str, StepRecord | None], None]):
         self.plan = plan
@@ -203,91 +277,24 @@ class Demo:
 
     def run(self) -> DemoReport:
         started = time.monotonic()
-        p, n = self.plan, self.plan.count
-        stack_hint = (
-            "start the services first: `make services` (or `fraudctl stack up --native`)"
-            if p.profile == "stack"
-            else "the embedded default needs no services; see `fraudctl doctor`"
-        )
-        if p.profile == "stack":
-            self.create_resources()  # the run's own topics and bucket, which doctor checks
-        self.step("doctor", "check the backends", ["doctor"], stack_hint)
-        produced = self.step(
-            "produce", f"produce {n:,} events with delayed labels",
-            ["produce", "--rate", "0", "--count", str(n), "--span", "48h",
-             "--start", iso(p.now - 52 * HOUR), "--label-delay", "600", "--seed", "1"],
-            "see `fraudctl produce --help`",
-        )  # fmt: skip
-        materialized = self.step(
-            "materialize", "materialize: offline snapshots + online features",
-            ["materialize"], "`fraudctl doctor` names an unreachable store",
-        )  # fmt: skip
-        train_a = self.step(
-            "train-a", "train model A on the older half",
-            ["train", "--since", iso(p.now - 40 * HOUR), "--until", iso(p.now - 16 * HOUR)],
-            "training needs ≥ 1,000 labeled events with features: raise --count",
-        )  # fmt: skip
-        drift_ok = self.step(
-            "drift-normal", "drift on normal traffic (expect ok)",
-            ["drift", "--source", "events", "--current", p.window(16, 4)],
-            "see `fraudctl drift --help`; the window must hold ≥ 500 events",
-        )  # fmt: skip
-        self.step(
-            "promote-a-staging", "promote A to staging", ["promote", "--to", "staging"],
-            "`fraudctl promote --history` shows which gate said no",
-        )  # fmt: skip
-        self.step(
-            "promote-a-production", "promote A to production (first model)",
-            ["promote", "--to", "production"],
-            "`fraudctl promote --history` shows which gate said no",
-        )  # fmt: skip
-        train_b = self.step(
-            "train-b", "retrain: model B on all of the history",
-            ["train", "--since", iso(p.now - 40 * HOUR)],
-            "see `fraudctl train --help`",
-        )  # fmt: skip
-        self.step(
-            "promote-b-staging", "promote B to staging (the canary)",
-            ["promote", "--to", "staging"],
-            "B must score at least A's ROC AUC on the newest labeled events",
-        )  # fmt: skip
-        served = self.serve_canary()
-        self.step(
-            "produce-drifted", f"produce a drifted stream ({DRIFT_SPEC})",
-            ["produce", "--rate", "0", "--count", str(n // 12), "--span", "235m",
-             "--start", iso(p.now - 4 * HOUR), "--label-delay", "60", "--seed", "2",
-             "--population-seed", "1", "--drift", DRIFT_SPEC],
-            "see `fraudctl produce --help`",
-        )  # fmt: skip
-        self.step(
-            "materialize-drifted", "materialize the drifted stream", ["materialize"],
-            "`fraudctl doctor` names an unreachable store",
-        )  # fmt: skip
-        drift_found = self.step(
-            "drift-drifted", "drift on the drifted stream (expect drift)",
-            ["drift", "--source", "events", "--current", p.window(4, 0)],
-            "the drifted stream should move transaction_amount past PSI 0.3",
-            expected=(4,),
-        )  # fmt: skip
-        if drift_found.get("status") != "drift":
-            record = self.report.steps[-1]
-            record.ok = False
-            self.finish_step(record, "the drifted window did not show drift")
-        train_c = self.step(
-            "train-c", "train model C on the drifted data",
-            ["train", "--since", iso(p.now - 40 * HOUR)],
-            "see `fraudctl train --help`",
-        )  # fmt: skip
-        refused = self.step(
-            "promote-c-refused", "promote C to staging (expect refused: drift)",
-            ["promote", "--to", "staging"],
-            "the drift gate should refuse while the newest drift result is drift",
-            expected=(4,),
-        )  # fmt: skip
+        results: dict[str, Any] = {}
+        for step in demo_steps(self.plan):
+            if step.builtin is not None:
+                results[step.name] = getattr(self, step.builtin)()
+                continue
+            assert step.args is not None
+            result = self.step(step.name, step.title, step.args, step.hint, step.expected)
+            results[step.name] = result
+            if step.status is not None and (result or {}).get("status") != step.status:
+                record = self.report.steps[-1]
+                record.ok = False
+                self.finish_step(record, f"{step.hint} (its status was not {step.status!r})")
         self.report.seconds = round(time.monotonic() - started, 1)
         self.report.summary = self.summarize(
-            produced, materialized, [train_a, train_b, train_c], drift_ok, drift_found,
-            served, refused,
+            results["produce"], results["materialize"],
+            [results["train-a"], results["train-b"], results["train-c"]],
+            results["drift-normal"], results["drift-drifted"], results["serve"],
+            results["promote-c-refused"],
         )  # fmt: skip
         self.report.ok = True
         return self.report

@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FRAUDCTL := $(BIN)/fraudctl
 STAMP := $(VENV)/.installed
-
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: help install tools system-deps demo test test-fast test-unit lint format services services-down clean lock dashboards docs diagram bench
 
@@ -54,12 +54,15 @@ system-deps:
 demo: install .env
 	$(FRAUDCTL) demo
 
+# Every test: the unit tier spread over the cores (pytest-xdist), then the tests against
+# real services in one process (they share one native stack).
 test: install
-	$(BIN)/python -m pytest -q --durations=20
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) tests/unit
+	$(BIN)/python -m pytest -q --durations=20 tests/integration tests/faults
 
-# The inner loop: no services, no network (tests/unit; about a minute on 2 cores).
+# The inner loop: no services, no network (tests/unit; under a minute on 2 cores).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) tests/unit
 
 test-unit: test-fast
 

@@ -90,23 +90,14 @@ class S3OfflineConfig(_Backend):
     secret_key: SecretStr | None
 
 
-class SqliteOnlineConfig(_Backend):
+class SqliteConfig(_Backend):
+    """An SQLite file (the embedded online store, the embedded dedupe store)."""
+
     type: Literal["sqlite"] = "sqlite"
     path: Path
 
 
-class RedisOnlineConfig(_Backend):
-    type: Literal["redis"] = "redis"
-    url: str
-    password: SecretStr | None
-
-
-class SqliteDedupeConfig(_Backend):
-    type: Literal["sqlite"] = "sqlite"
-    path: Path
-
-
-class RedisDedupeConfig(_Backend):
+class RedisConfig(_Backend):
     type: Literal["redis"] = "redis"
     url: str
     password: SecretStr | None
@@ -119,12 +110,9 @@ class FileLockConfig(_Backend):
     path: Path
 
 
-class RedisLockConfig(_Backend):
+class RedisLockConfig(RedisConfig):
     """A Redis key with an expiry: serialises every host's promotions."""
 
-    type: Literal["redis"] = "redis"
-    url: str
-    password: SecretStr | None
     key: str
 
 
@@ -136,8 +124,8 @@ class MlflowRegistryConfig(_Backend):
 
 BusConfig = Annotated[FileLogBusConfig | KafkaBusConfig, Field(discriminator="type")]
 OfflineConfig = Annotated[LocalOfflineConfig | S3OfflineConfig, Field(discriminator="type")]
-OnlineConfig = Annotated[SqliteOnlineConfig | RedisOnlineConfig, Field(discriminator="type")]
-DedupeConfig = Annotated[SqliteDedupeConfig | RedisDedupeConfig, Field(discriminator="type")]
+OnlineConfig = Annotated[SqliteConfig | RedisConfig, Field(discriminator="type")]
+DedupeConfig = Annotated[SqliteConfig | RedisConfig, Field(discriminator="type")]
 LockConfig = Annotated[FileLockConfig | RedisLockConfig, Field(discriminator="type")]
 
 
@@ -221,6 +209,20 @@ class Settings(BaseModel):
     )
     drift_threshold: float = Field(
         gt=0, description="Drift score (largest PSI) at or above which drift is reported."
+    )
+    quality_max_label_delay_s: float = Field(
+        gt=0,
+        description="Seconds after which a prediction without a label counts as unlabeled "
+        "(matured), not pending.",
+    )
+    quality_min_labels: int = Field(
+        ge=1, description="Matured labels a variant needs before `quality` reports figures."
+    )
+    quality_min_positives: int = Field(
+        ge=1, description="Fraud among the matured labels a variant needs for figures."
+    )
+    quality_top_k: int = Field(
+        ge=1, description="k of the card precision top-k per day (`quality`)."
     )
     serve_drain_s: float = Field(
         ge=0,
@@ -375,6 +377,11 @@ def profile_defaults(profile: Profile, home: Path) -> dict[str, Any]:
         "canary_max_error_rate": 0.01,
         "canary_max_p95_ms": 200.0,  # the scoring SLO (docs/serve.md)
         "drift_threshold": 0.3,  # PSI's customary "significant shift"
+        # Chargebacks arrive within days; the generator's labels within minutes.
+        "quality_max_label_delay_s": 86_400.0,
+        "quality_min_labels": 200,
+        "quality_min_positives": 5,
+        "quality_top_k": 100,  # the card precision top-k of the fraud-detection literature
         # Nothing in front of `fraudctl serve` to deregister from: a short drain (Ray
         # Serve's own 30 s is for a load balancer; set it to that balancer's delay).
         "serve_drain_s": 2.0,

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from fraudctl.adapters.tables import state_frame
-from fraudctl.config import RedisDedupeConfig, Settings, load_settings
+from fraudctl.config import RedisConfig, Settings, load_settings
 from fraudctl.errors import BackendUnavailable
 from fraudctl.features import FEATURE_NAMES, Txn, UserWindow
 from fraudctl.ports import (
@@ -70,7 +70,7 @@ def dedupe(request: pytest.FixtureRequest, tmp_path: Path) -> DedupeStore:
     if request.param == "sqlite":
         return SqliteDedupe(tmp_path / "dedupe.db")
     config = stack_settings(request, tmp_path).backends().dedupe_store
-    assert isinstance(config, RedisDedupeConfig)
+    assert isinstance(config, RedisConfig)
     return RedisDedupe(config)
 
 

@@ -192,12 +192,10 @@ def test_each_backend_is_a_typed_choice_with_its_own_parameters(tmp_path: Path) 
         FileLogBusConfig,
         KafkaBusConfig,
         LocalOfflineConfig,
-        RedisDedupeConfig,
+        RedisConfig,
         RedisLockConfig,
-        RedisOnlineConfig,
         S3OfflineConfig,
-        SqliteDedupeConfig,
-        SqliteOnlineConfig,
+        SqliteConfig,
     )
 
     local = load_settings(environ={}, cwd=tmp_path).settings
@@ -205,8 +203,8 @@ def test_each_backend_is_a_typed_choice_with_its_own_parameters(tmp_path: Path) 
     chosen = local.backends()
     assert chosen.bus == FileLogBusConfig(path=home / "bus")
     assert chosen.offline_store == LocalOfflineConfig(path=home / "offline")
-    assert chosen.online_store == SqliteOnlineConfig(path=home / "feast" / "online.db")
-    assert chosen.dedupe_store == SqliteDedupeConfig(path=home / "state" / "dedupe.db")
+    assert chosen.online_store == SqliteConfig(path=home / "feast" / "online.db")
+    assert chosen.dedupe_store == SqliteConfig(path=home / "state" / "dedupe.db")
     assert chosen.promote_lock == FileLockConfig(path=home / "promote.lock")
     assert chosen.registry.uri == local.mlflow_uri
 
@@ -215,8 +213,8 @@ def test_each_backend_is_a_typed_choice_with_its_own_parameters(tmp_path: Path) 
     assert isinstance(stack.bus, KafkaBusConfig) and stack.bus.bootstrap.endswith("19092")
     assert isinstance(stack.offline_store, S3OfflineConfig)
     assert stack.offline_store.access_key is not None
-    assert isinstance(stack.online_store, RedisOnlineConfig)
-    assert isinstance(stack.dedupe_store, RedisDedupeConfig)
+    assert isinstance(stack.online_store, RedisConfig)
+    assert isinstance(stack.dedupe_store, RedisConfig)
     assert isinstance(stack.promote_lock, RedisLockConfig)
     assert stack.promote_lock.key == "fraudctl:promote-lock:fraud-detector"
 

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from fraudctl.config import RedisDedupeConfig, Settings, mask_url
+from fraudctl.config import RedisConfig, Settings, mask_url
 from fraudctl.errors import BackendUnavailable
 from fraudctl.ports import DedupeStore
 
@@ -122,7 +122,7 @@ return 1
 
 
 class RedisDedupe:
-    def __init__(self, config: RedisDedupeConfig) -> None:
+    def __init__(self, config: RedisConfig) -> None:
         from fraudctl.adapters.probes import redis_at
 
         self._redis = redis_at(config.url, config.password)
@@ -186,7 +186,7 @@ class RedisDedupe:
 
 def open_dedupe(settings: Settings) -> DedupeStore:
     config = settings.backends().dedupe_store
-    if isinstance(config, RedisDedupeConfig):
+    if isinstance(config, RedisConfig):
         return RedisDedupe(config)
     return SqliteDedupe(config.path)
 

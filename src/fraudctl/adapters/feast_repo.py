@@ -22,7 +22,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from fraudctl.config import RedisOnlineConfig, Settings
+from fraudctl.config import RedisConfig, Settings
 from fraudctl.features import FEATURE_NAMES, FEATURES_VERSION
 
 PROJECT = "fraudctl"
@@ -56,7 +56,7 @@ def repo_config(settings: Settings) -> Any:
     feast_dir = settings.home / "feast"
     feast_dir.mkdir(parents=True, exist_ok=True)
     config = settings.backends().online_store
-    if isinstance(config, RedisOnlineConfig):
+    if isinstance(config, RedisConfig):
         parts = urlsplit(config.url)
         connection = f"{parts.hostname}:{parts.port or 6379}"
         password = config.password.get_secret_value() if config.password else None

@@ -18,7 +18,7 @@ from fraudctl.adapters.feast_repo import (
     fingerprint,
     repo_config,
 )
-from fraudctl.config import RedisOnlineConfig, Settings, environ, mask_url
+from fraudctl.config import RedisConfig, Settings, environ, mask_url
 from fraudctl.errors import BackendUnavailable
 from fraudctl.features import UserWindow
 
@@ -37,9 +37,7 @@ class OnlineState:
         self._offline_uri = offline_uri
         self._handles: tuple[Any, Any] | None = None
         config = settings.backends().online_store
-        self.where = (
-            mask_url(config.url) if isinstance(config, RedisOnlineConfig) else str(config.path)
-        )
+        self.where = mask_url(config.url) if isinstance(config, RedisConfig) else str(config.path)
         try:
             self.store = FeatureStore(config=repo_config(settings))
             self._apply_if_changed(offline_uri)

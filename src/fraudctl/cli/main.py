@@ -20,6 +20,7 @@ from fraudctl.cli import (
     materialize_cmd,
     produce_cmd,
     promote_cmd,
+    quality_cmd,
     serve_cmd,
     stack_cmd,
     train_cmd,
@@ -92,6 +93,7 @@ app.command("materialize")(materialize_cmd.materialize)
 app.command("train")(train_cmd.train)
 app.command("drift")(drift_cmd.drift)
 app.command("promote")(promote_cmd.promote)
+app.command("quality")(quality_cmd.quality)
 app.command("serve")(serve_cmd.serve)
 app.add_typer(serve_cmd.canary_app, name="canary")
 features_app = typer.Typer(help="Inspect features.", no_args_is_help=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,3 +148,23 @@ def said_no() -> NoReturn:
     from fraudctl.errors import ExitCode
 
     raise typer.Exit(ExitCode.REFUSED)
+
+
+def verdict(
+    outcome: dict[str, Any],
+    as_json: bool,
+    show: Callable[[dict[str, Any]], None],
+    *,
+    ok: bool,
+    push_error: str | None = None,
+) -> None:
+    """Print a measured result (drift, quality): a warning when its gauges were not
+    pushed, the JSON document or the table, then exit 4 when the result is a "no"."""
+    if push_error:
+        err_console.print(f"[yellow]warning[/yellow]: gauges not pushed: {push_error}")
+    if as_json:
+        print_json(outcome)
+    else:
+        show(outcome)
+    if not ok:
+        said_no()

@@ -12,10 +12,9 @@ from fraudctl.cli.common import (
     JsonOption,
     console,
     err_console,
-    print_json,
-    said_no,
     state_of,
     table,
+    verdict,
 )
 
 
@@ -78,15 +77,9 @@ def drift(
     )
     with err_console.status("measuring drift…") as status:
         result = run_drift(state.backends, options, lambda m: status.update(f"{m}…"))
-    outcome = result.as_dict()
-    if result.push_error:
-        err_console.print(f"[yellow]warning[/yellow]: gauges not pushed: {result.push_error}")
-    if as_json:
-        print_json(outcome)
-    else:
-        _show(outcome)
-    if result.status != "ok":
-        said_no()
+    verdict(
+        result.as_dict(), as_json, _show, ok=result.status == "ok", push_error=result.push_error
+    )
 
 
 def _show(outcome: dict[str, Any]) -> None:

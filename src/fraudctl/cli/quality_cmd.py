@@ -12,9 +12,9 @@ from fraudctl.cli.common import (
     console,
     err_console,
     print_json,
-    said_no,
     state_of,
     table,
+    verdict,
 )
 
 SHOWN = {
@@ -95,15 +95,9 @@ def quality(
     )
     with err_console.status("measuring quality…") as status:
         result = measure_quality(state.backends, options, lambda m: status.update(f"{m}…"))
-    if result.push_error:
-        err_console.print(f"[yellow]warning[/yellow]: gauges not pushed: {result.push_error}")
-    outcome = result.as_dict()
-    if as_json:
-        print_json(outcome)
-    else:
-        _show(outcome)
-    if result.status != "ok":
-        said_no()
+    verdict(
+        result.as_dict(), as_json, _show, ok=result.status == "ok", push_error=result.push_error
+    )
 
 
 def _short(group: dict[str, Any]) -> str:

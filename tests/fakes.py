@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from fraudctl.config import Settings
 from fraudctl.errors import BackendUnavailable
 from fraudctl.features import UserWindow
 from fraudctl.model import LoadedModel
-from fraudctl.ports import Gauge, ModelRun, Registered
+from fraudctl.ports import Gauge, ModelRun, Registered, ScoringStats
 
 
 @dataclass
@@ -280,3 +281,24 @@ class FakeBackends:
     def server(self, url: str) -> FakeServer:
         self.serving.url = url
         return self.serving
+
+
+class RecordingScoring:
+    """:class:`fraudctl.ports.ScoringClient` that keeps what it was given and answers
+    everything (or fails with ``fail``)."""
+
+    def __init__(self, url: str = "memory", fail: str | None = None) -> None:
+        self.url, self.fail = url, fail
+        self.submitted: list[bytes] = []
+        self.closed = False
+
+    def submit(self, transaction: bytes) -> None:
+        assert not self.closed, "submit after close"
+        self.submitted.append(transaction)
+
+    def close(self, timeout_s: float) -> ScoringStats:
+        self.closed = True
+        n = len(self.submitted)
+        if self.fail:
+            return ScoringStats(0, n, Counter({self.fail: n}) if n else Counter())
+        return ScoringStats(n, 0, Counter(), [1.0] * n)

@@ -21,6 +21,7 @@ from fraudctl.ports import (
     MetricsPusher,
     ModelRegistry,
     OfflineStore,
+    ScoringClient,
     ServingControl,
 )
 
@@ -88,6 +89,14 @@ class Wiring:
         from fraudctl.adapters.serve_client import ServeClient
 
         return ServeClient(url)
+
+
+def open_scoring(url: str, concurrency: int) -> ScoringClient:
+    """A client that scores every event at a running server (module level, so a produce
+    worker process can build its own)."""
+    from fraudctl.adapters.serve_client import HttpScoring
+
+    return HttpScoring(url, concurrency)
 
 
 def wire(settings: Settings) -> Wiring:

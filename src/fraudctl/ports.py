@@ -347,6 +347,34 @@ class ModelRegistry(Protocol):
         ...
 
 
+@dataclass
+class ScoringStats:
+    """What a scoring client saw: requests answered and failed, and their latency."""
+
+    answered: int = 0
+    failed: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    latency_ms: list[float] = field(default_factory=list)  # of the answered requests
+
+
+class ScoringClient(Protocol):
+    """Calls a running ``fraudctl serve`` for every event, as a payment system would
+    (HTTP: ``adapters/serve_client.py``; recording: ``tests/fakes.py``).  ``submit``
+    returns at once while fewer than the client's concurrency bound are queued, and
+    waits otherwise (backpressure, never an unbounded queue)."""
+
+    url: str
+
+    def submit(self, transaction: bytes) -> None:
+        """Score one transaction (its JSON) in the background."""
+        ...
+
+    def close(self, timeout_s: float) -> ScoringStats:
+        """Wait up to ``timeout_s`` for what is in flight; what was seen (requests still
+        unanswered at the deadline count as failed, reason ``timeout``)."""
+        ...
+
+
 class ServingControl(Protocol):
     """A running ``fraudctl serve``, as the canary commands and ``promote`` see it
     (HTTP: ``adapters/serve_client.py``)."""

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +201,72 @@ def test_shadow_never_changes_a_response_and_its_agreement_is_recorded(
             time.sleep(1)
     assert all(0 <= row["shadow_score"] <= 1 for row in shadowed)
     assert {row["model_version"] for row in logged} <= {"1", "2"}
+
+
+def test_served_traffic_with_its_labels_gives_quality_equal_to_a_brute_force_join(
+    served: dict[str, Any], cli: Any
+) -> None:
+    """`produce --score` posts each event to the server as the payment system would; its
+    labels follow on the labels topic; `quality` joins them.  Every figure of every
+    variant equals the definition recomputed here from the offline tables."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from fraudctl.adapters.offline import open_offline
+
+    started = datetime.now(UTC).replace(microsecond=0)
+    env = served["env"]
+    with environ(env):
+        produced = cli("produce", "--rate", "0", "--count", "4000", "--label-delay", "0",
+                       "--seed", "21", "--population-seed", "0", "--score", served["url"],
+                       "--json")  # fmt: skip
+        assert produced.code == 0, produced.err
+        assert produced.json()["scored"] == 4000 and produced.json()["score_failed"] == 0
+        assert main(["materialize"]) == 0  # the labels reach the offline store
+        settings = load_settings().settings
+    offline = open_offline(settings)
+
+    def logged_since_start() -> Any:
+        import pyarrow.dataset as ds
+
+        return offline.read("predictions", None, ds.field("scored_at") >= started).to_pandas()
+
+    deadline = time.monotonic() + LOG_FLUSH_S + 30
+    while len(logged_since_start()) < 4000 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert len(logged_since_start()) == 4000
+    ended = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    window = f"{started:%Y-%m-%dT%H:%M:%SZ}/{ended:%Y-%m-%dT%H:%M:%SZ}"
+    with environ(env):
+        measured = cli("quality", "--window", window, "--json")
+    assert measured.code == 0, measured.err
+    result = {g["group"]: g for g in measured.json()["groups"]}
+    assert set(result) == {"baseline", "canary", "shadow"}
+
+    predictions = offline.read("predictions").to_pandas()
+    predictions = predictions[(predictions["scored_at"] >= pd.Timestamp(started))
+                              & (predictions["scored_at"] <= pd.Timestamp(ended))]  # fmt: skip
+    labels = offline.read("labels", ["event_id", "label"]).to_pandas().drop_duplicates("event_id")
+    joined = predictions.merge(labels, on="event_id", how="inner")
+    assert len(joined) == len(predictions) == 4000  # every served event got its label
+    for variant in ("baseline", "canary"):
+        part = joined[joined["variant"] == variant]
+        y, s, blocked = part["label"], part["score"], part["decision"] == "block"
+        figures = result[variant]["figures"]
+        assert result[variant]["counts"]["labeled"] == len(part)
+        assert figures["roc_auc"]["value"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        assert figures["pr_auc"]["value"] == pytest.approx(average_precision_score(y, s), abs=1e-12)
+        tp = int((blocked & (y == 1)).sum())
+        assert figures["recall_at_threshold"]["value"] == pytest.approx(tp / y.sum())
+        assert figures["brier"]["value"] == pytest.approx(float(((s - y) ** 2).mean()))
+    shadow = joined[joined["shadow_score"].notna()]
+    assert result["shadow"]["counts"]["labeled"] == len(shadow) == 4000
+    assert result["shadow"]["figures"]["roc_auc"]["value"] == pytest.approx(
+        roc_auc_score(shadow["label"], shadow["shadow_score"]), abs=1e-12
+    )
+    share = len(joined[joined["variant"] == "canary"]) / len(joined)
+    assert 0.1 < share < 0.3 and np.isfinite(result["canary"]["figures"]["roc_auc"]["value"])
 
 
 def pa_is_in(column: Any, values: list[str]) -> Any:

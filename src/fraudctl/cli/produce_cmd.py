@@ -93,6 +93,18 @@ def produce(
     delivery_timeout: Annotated[
         float, typer.Option(min=1, help="Seconds to keep retrying a message the bus has not acked.")
     ] = 120.0,
+    score: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="Also POST every valid event to /v1/score of the `fraudctl serve` at URL, as "
+            "the payment system would: the served predictions and the labels share event "
+            "ids (what `fraudctl quality` joins). Latency and errors are counted.",
+        ),
+    ] = None,
+    score_concurrency: Annotated[
+        int, typer.Option(min=1, max=256, help="--score: requests in flight at most.")
+    ] = 8,
     as_json: JsonOption = False,
 ) -> None:
     """Publish a realistic synthetic transaction stream with delayed labels.
@@ -102,6 +114,7 @@ def produce(
     3 when some were not (the summary says how many), 130 after Ctrl-C.
     """
     from fraudctl.adapters.bus import open_bus, open_producer, stream_topics
+    from fraudctl.bootstrap import open_scoring
     from fraudctl.generator import DriftSpec, GeneratorOptions
     from fraudctl.services.produce import ProducePlan, produce_in_workers
 
@@ -113,7 +126,7 @@ def produce(
         )
     first, event_rate = _event_layout(rate, count, start, span)
 
-    workers = workers or (2 if rate == 0 else 1)
+    workers = workers or (2 if rate == 0 and score is None else 1)
     if workers > users:
         raise UsageError(f"--workers {workers} is more than --users {users}")
     settings = state_of(ctx).settings
@@ -152,6 +165,7 @@ def produce(
             workers,
             should_stop=stop.requested,
             on_progress=progress,
+            open_scoring=None if score is None else partial(open_scoring, score, score_concurrency),
         )
 
     result = summary.as_dict() | {
@@ -162,6 +176,7 @@ def produce(
         "workers": workers,
         "seed": seed,
         "drift": options.drift.describe(),
+        "score_url": score,
     }
     if as_json:
         print_json(result)
@@ -171,6 +186,12 @@ def produce(
         err_console.print(
             f"[red]error:[/red] {summary.not_acknowledged:,} messages were not acknowledged by "
             f"{bus.address} ({summary.failures or 'still in flight at the delivery timeout'})"
+        )
+        raise typer.Exit(ExitCode.BACKEND_UNAVAILABLE)
+    if score is not None and summary.scored == 0 and summary.score_failed:
+        err_console.print(
+            f"[red]error:[/red] the server at {score} answered none of {summary.score_failed:,} "
+            f"scoring requests ({summary.score_errors}); is `fraudctl serve` running there?"
         )
         raise typer.Exit(ExitCode.BACKEND_UNAVAILABLE)
     if summary.stopped_by == "interrupt":
@@ -215,7 +236,8 @@ def _summary_rows(result: dict[str, object]) -> dict[str, object]:
     from fraudctl.services.produce import COUNTS
 
     run = ("elapsed_s", "producing_s", "events_per_s", "stopped_by", "workers")
-    keys = (*COUNTS, *run, "bus", "address", "drift")
+    scoring = ("score_url", "score_p50_ms", "score_p95_ms") if result.get("score_url") else ()
+    keys = (*COUNTS, *run, "bus", "address", "drift", *scoring)
     rows = {}
     for key in keys:
         value = result[key]

@@ -21,7 +21,7 @@ from fraudctl.generator import (
     label_json,
     transaction_json,
 )
-from fraudctl.ports import BusProducer
+from fraudctl.ports import BusProducer, ScoringClient, ScoringStats
 from fraudctl.workers import add_counts, run_workers
 
 BATCH = 2000  # most events handed over between two looks at the clock
@@ -75,6 +75,12 @@ class ProduceSummary:
     events_per_s: float = 0.0  # published / producing_s
     stopped_by: str = "running"
     failures: dict[str, int] = field(default_factory=dict)
+    # --score URL: every valid event also scored by a running server
+    scored: int = 0
+    score_failed: int = 0
+    score_errors: dict[str, int] = field(default_factory=dict)
+    score_p50_ms: float | None = None
+    score_p95_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,9 +106,14 @@ def produce(
     clock: Clock | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     on_progress: Callable[[ProduceSummary, str], None] = lambda _s, _m: None,
+    scoring: ScoringClient | None = None,
 ) -> ProduceSummary:
-    """Run until --count, --duration or ``should_stop``; flush; return what happened."""
-    return _Run(producer, options, plan, clock or Clock(), should_stop, on_progress).run()
+    """Run until --count, --duration or ``should_stop``; flush; return what happened.
+    With ``scoring``, every valid event is also scored by a running server (and waited
+    for before the labels are drained)."""
+    run = _Run(producer, options, plan, clock or Clock(), should_stop, on_progress,
+               scoring=scoring)  # fmt: skip
+    return run.run()
 
 
 class _Run:
@@ -116,8 +127,10 @@ class _Run:
         on_progress: Callable[[ProduceSummary, str], None],
         shard: tuple[int, int] = (0, 1),
         grid_rate: float | None = None,
+        scoring: ScoringClient | None = None,
     ) -> None:
         self.producer = producer
+        self.scoring = scoring
         self.plan = plan
         self.clock = clock
         self.should_stop = should_stop
@@ -145,6 +158,7 @@ class _Run:
         context.update(judged_at(datetime.fromtimestamp(self.clock.wall(), UTC)))  # per batch
         topic, invalid_rate = plan.topic_transactions, plan.invalid_rate
         owe_label = self.pending_labels.append
+        score = self.scoring.submit if self.scoring is not None else None
         outgoing: list[tuple[bytes, bytes | None]] = []
         send = outgoing.append
         fraud = 0
@@ -165,6 +179,8 @@ class _Run:
             send((raw, key))
             fraud += event.label
             owe_label(event)
+            if score is not None:
+                score(raw)
         publish_batch(topic, outgoing)
         summary.generated += n
         summary.published += len(outgoing)
@@ -228,6 +244,9 @@ class _Run:
                 next_due = t0 + emitted / plan.rate
                 clock.sleep(min(max(next_due - clock.monotonic(), 0.0), 0.05))
         self.producing_s = clock.monotonic() - t0
+        if self.scoring is not None:
+            self.on_progress(summary, "waiting for the scoring requests in flight")
+            self.scored(self.scoring.close(plan.delivery_timeout_s))
         self.drain_labels(t0)
         summary.labels_pending = len(self.pending_labels)
         self.on_progress(summary, "flushing")
@@ -235,6 +254,16 @@ class _Run:
         self.report(None, clock.monotonic() - t0)
         summary.not_acknowledged = remaining + self.producer.stats.failed
         return summary
+
+    def scored(self, stats: ScoringStats) -> None:
+        import numpy as np
+
+        summary = self.summary
+        summary.scored, summary.score_failed = stats.answered, stats.failed
+        summary.score_errors = dict(stats.errors)
+        if stats.latency_ms:
+            p50, p95 = np.percentile(stats.latency_ms, [50, 95])
+            summary.score_p50_ms, summary.score_p95_ms = float(p50), float(p95)
 
     def drain_labels(self, t0: float) -> None:
         """Delayed truth still owed: wait for it unless the user interrupted."""
@@ -276,6 +305,7 @@ def produce_in_workers(
     *,
     should_stop: Callable[[], bool] = lambda: False,
     on_progress: Callable[[ProduceSummary, str], None] = lambda _s, _m: None,
+    open_scoring: Callable[[], ScoringClient] | None = None,
 ) -> ProduceSummary:
     """The same run split over ``workers`` processes, each with its own producer and the
     events of its own share of the users (so every user's events keep their order).
@@ -284,13 +314,13 @@ def produce_in_workers(
     theirs up.  Ctrl-C reaches the parent only, which asks every worker to stop and flush.
     """
     if workers == 1:
-        return produce(
-            open_producer(), options, plan, should_stop=should_stop, on_progress=on_progress
-        )
+        scoring = open_scoring() if open_scoring is not None else None
+        return produce(open_producer(), options, plan, should_stop=should_stop,
+                       on_progress=on_progress, scoring=scoring)  # fmt: skip
     grid_rate = plan.grid_rate()
     finals = run_workers(
         _worker,
-        [(workers, open_producer, options, plan, grid_rate) for _ in range(workers)],
+        [(workers, open_producer, options, plan, grid_rate, open_scoring) for _ in range(workers)],
         should_stop=should_stop,
         on_report=lambda latest: on_progress(
             merge_summaries([ProduceSummary(**d) for d in latest.values()]), "producing"
@@ -306,6 +336,7 @@ def _worker(
     options: GeneratorOptions,
     plan: ProducePlan,
     grid_rate: float,
+    open_scoring: Callable[[], ScoringClient] | None,
     *,
     stop: Any,
     report: Callable[[str, Any], None],
@@ -324,6 +355,7 @@ def _worker(
         lambda s, _m: report("progress", s.as_dict()),
         shard=(index, count),
         grid_rate=grid_rate,
+        scoring=open_scoring() if open_scoring is not None else None,
     ).run()
     producer.close()
     report("final", summary.as_dict())
@@ -342,13 +374,20 @@ COUNTS = (
     "invalid_injected",
     "rejected_by_contract",
     "fraud_events",
+    "scored",
+    "score_failed",
 )
 
 
 def merge_summaries(parts: list[ProduceSummary]) -> ProduceSummary:
     merged = ProduceSummary()
     for part in parts:
-        add_counts(merged, part, COUNTS, ("invalid_by_kind", "failures"))
+        add_counts(merged, part, COUNTS, ("invalid_by_kind", "failures", "score_errors"))
+        # Percentiles do not add up: the slowest worker's.
+        for name in ("score_p50_ms", "score_p95_ms"):
+            value = getattr(part, name)
+            if value is not None:
+                setattr(merged, name, max(getattr(merged, name) or 0.0, value))
         merged.elapsed_s = max(merged.elapsed_s, part.elapsed_s)
         merged.producing_s = max(merged.producing_s, part.producing_s)
     reasons = {part.stopped_by for part in parts}

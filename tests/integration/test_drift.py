@@ -134,10 +134,11 @@ def test_drift_reports_recomputable_psi_and_finds_a_drifted_stream(
     assert tiny.json()["features"] == []
 
     # What promote will read: the newest record.
+    from fraudctl.bootstrap import wire
     from fraudctl.config import load_settings
     from fraudctl.services.drift import latest
 
-    newest = latest(load_settings().settings)
+    newest = latest(wire(load_settings().settings).offline)
     assert newest is not None and newest["status"] == "insufficient_data"
 
 

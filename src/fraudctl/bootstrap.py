@@ -13,6 +13,7 @@ from functools import cached_property
 
 from fraudctl.config import Settings
 from fraudctl.ports import (
+    BusProducer,
     DedupeStore,
     DriftReporter,
     EventBus,
@@ -89,6 +90,12 @@ class Wiring:
         from fraudctl.adapters.serve_client import ServeClient
 
         return ServeClient(url)
+
+
+def open_producer(settings: Settings, delivery_timeout_s: float) -> BusProducer:
+    """A producer on the settings' bus (module level, so a produce worker process can
+    build its own)."""
+    return Wiring(settings).bus.producer(delivery_timeout_s=delivery_timeout_s)
 
 
 def open_scoring(url: str, concurrency: int) -> ScoringClient:

@@ -113,8 +113,8 @@ def produce(
     --label-delay seconds later. Exit 0 when every published message was acknowledged,
     3 when some were not (the summary says how many), 130 after Ctrl-C.
     """
-    from fraudctl.adapters.bus import open_bus, open_producer, stream_topics
-    from fraudctl.bootstrap import open_scoring
+    from fraudctl.adapters.bus import stream_topics
+    from fraudctl.bootstrap import open_producer, open_scoring
     from fraudctl.generator import DriftSpec, GeneratorOptions
     from fraudctl.services.produce import ProducePlan, produce_in_workers
 
@@ -129,7 +129,8 @@ def produce(
     workers = workers or (2 if rate == 0 and score is None else 1)
     if workers > users:
         raise UsageError(f"--workers {workers} is more than --users {users}")
-    settings = state_of(ctx).settings
+    state = state_of(ctx)
+    settings = state.settings
     options = GeneratorOptions(
         users=users, fraud_rate=fraud_rate, seed=seed, drift=DriftSpec.parse(drift),
         population_seed=population_seed,
@@ -146,7 +147,7 @@ def produce(
         delivery_timeout_s=delivery_timeout,
         event_rate=event_rate,
     )
-    bus = open_bus(settings)
+    bus = state.backends.bus
     bus.ensure_topics(stream_topics(settings), settings.topic_partitions)
 
     stop = GracefulStop()

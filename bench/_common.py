@@ -6,8 +6,16 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+
+def timed(action: Any) -> tuple[float, Any]:
+    """Seconds ``action()`` took, and what it returned."""
+    started = time.perf_counter()
+    result = action()
+    return time.perf_counter() - started, result
 
 
 def emit(result: dict[str, Any], out: Path | None) -> None:

@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from _common import emit
+from _common import emit, timed
 
 TARGET_S = 10.0
 
@@ -81,12 +80,6 @@ def evidently_preset(reference: Any, current: Any) -> Any:
     from fraudctl.services.drift import MONITORED
 
     return evidently_snapshot(reference, current, MONITORED, CATEGORIES)
-
-
-def timed(action: Any) -> tuple[float, Any]:
-    started = time.perf_counter()
-    result = action()
-    return time.perf_counter() - started, result
 
 
 def main() -> None:

@@ -90,6 +90,15 @@ def panel(
     }
 
 
+def status_mappings(drift: bool) -> list[dict[str, Any]]:
+    """A status gauge's values as words: 0 ok, (1 drift,) 2 insufficient data."""
+    words = {"0": ("ok", "green"), "1": ("drift", "red"), "2": ("insufficient data", "orange")}
+    if not drift:
+        del words["1"]
+    return [{"type": "value", "options": {value: {"text": text, "color": colour}}}
+            for value, (text, colour) in words.items()]  # fmt: skip
+
+
 def dashboard(
     uid: str, title: str, description: str, panels: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -363,14 +372,7 @@ def drift_overview() -> dict[str, Any]:
                 [target("max(fraudctl_drift_status)", "status")],
                 kind="stat",
                 width=6,
-                mappings=[
-                    {"type": "value", "options": {"0": {"text": "ok", "color": "green"}}},
-                    {"type": "value", "options": {"1": {"text": "drift", "color": "red"}}},
-                    {
-                        "type": "value",
-                        "options": {"2": {"text": "insufficient data", "color": "orange"}},
-                    },
-                ],
+                mappings=status_mappings(drift=True),
             ),
             panel(
                 "PSI per feature over time",
@@ -416,10 +418,73 @@ def drift_overview() -> dict[str, Any]:
     )
 
 
+def figure(name: str, by: str = "variant") -> list[dict[str, Any]]:
+    """A quality figure per group with its 95 % interval: value, low, high."""
+    refs = {"value": "A", "low": "B", "high": "C"}
+    return [
+        target(f'max by (group) (fraudctl_quality_{name}{{by="{by}",bound="{bound}"}})',
+               "{{group}}" + ("" if bound == "value" else f" ({bound})"), ref)
+        for bound, ref in refs.items()
+    ]  # fmt: skip
+
+
+def model_quality() -> dict[str, Any]:
+    return dashboard(
+        "fraudctl-model-quality",
+        "fraudctl / Model Quality",
+        "How the served models perform on their matured labels, per variant, from "
+        "`fraudctl quality` (Pushgateway): each figure with its 95 % interval.",
+        [
+            panel("ROC AUC per variant (95 % interval)", figure("roc_auc")),
+            panel("PR AUC (average precision) per variant", figure("pr_auc")),
+            panel("Precision at the served threshold", figure("precision_at_threshold")),
+            panel("Recall at the served threshold", figure("recall_at_threshold")),
+            panel(
+                "Matured-label coverage",
+                [target('max by (group) (fraudctl_quality_coverage{by="variant"})', "{{group}}")],
+                unit="percentunit",
+            ),
+            panel(
+                "Matured labels per variant",
+                [target('max by (group) (fraudctl_quality_labeled{by="variant"})', "{{group}}")],
+            ),
+            panel("Calibration: Brier score", figure("brier")),
+            panel("Calibration: expected calibration error", figure("calibration_error")),
+            panel("Card precision top-k per day", figure("top_k_precision")),
+            panel(
+                "Label delay (event → label)",
+                [
+                    target(
+                        "max by (group, quantile) (fraudctl_quality_label_delay_seconds"
+                        '{by="variant"})',
+                        "{{group}} {{quantile}}",
+                    )
+                ],
+                unit="s",
+            ),
+            panel(
+                "Quality status",
+                [target('max by (group) (fraudctl_quality_status{by="variant"})', "{{group}}")],
+                kind="stat",
+                width=12,
+                mappings=status_mappings(drift=False),
+            ),
+            panel(
+                "Time since the last quality run",
+                [target("time() - max(fraudctl_quality_last_run_timestamp_seconds)", "age")],
+                kind="stat",
+                unit="s",
+                width=12,
+            ),
+        ],
+    )
+
+
 DASHBOARDS = {
     "inference-slo.json": inference_slo,
     "traffic-split.json": traffic_split,
     "drift-overview.json": drift_overview,
+    "model-quality.json": model_quality,
 }
 
 

@@ -198,11 +198,20 @@ def top_k_precision(
     its transactions that day was), the ``k`` highest-scored cards, the share of them
     that were fraud; averaged over days.  The interval is Wilson's on the pooled
     count."""
+    import numpy as np
     import pandas as pd
 
     if len(labels) == 0:
         return NONE
-    frame = pd.DataFrame({"day": days, "card": cards, "label": labels, "score": scores})
+    # Integer codes for the day and the card: grouping on them, not on strings.
+    frame = pd.DataFrame(
+        {
+            "day": pd.factorize(days)[0],
+            "card": pd.factorize(cards)[0],
+            "label": np.asarray(labels),
+            "score": np.asarray(scores),
+        }
+    )
     per_card = frame.groupby(["day", "card"], sort=False).agg(
         score=("score", "max"), label=("label", "max")
     )

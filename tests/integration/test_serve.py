@@ -276,12 +276,35 @@ def pa_is_in(column: Any, values: list[str]) -> Any:
     return pc.is_in(column, value_set=pa.array(values))
 
 
+def _traffic_for_dashboards(served: dict[str, Any], pushgateway: str) -> None:
+    """Batches (canary + shadow) and single requests; served traffic that gets its labels
+    (the follower materializes them); then a drift and a quality run push their gauges."""
+    score_batch(served["url"], [event(random.randrange(USERS)) for _ in range(2000)])
+    for user in range(20):
+        assert httpx.post(f"{served['url']}/v1/score", json=event(user)).status_code == 200
+    started = datetime.now(UTC).replace(microsecond=0)
+    with environ(served["env"]):
+        # Served traffic that gets its labels (the follower materializes them).
+        assert main(["produce", "--rate", "0", "--count", "4000", "--label-delay", "0",
+                     "--seed", "31", "--score", served["url"]]) == 0  # fmt: skip
+    time.sleep(LOG_FLUSH_S + 1)  # the requests above reach the prediction log
+    with environ(served["env"] | {"FRAUDCTL_PUSHGATEWAY_URL": pushgateway}):
+        assert main(["drift", "--current", "last:1h"]) in (0, 4)
+        window = f"{started:%Y-%m-%dT%H:%M:%SZ}/{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
+        deadline = time.monotonic() + 60
+        while main(["quality", "--window", window]) != 0:  # labels still arriving
+            assert time.monotonic() < deadline, "quality never had its labels"
+            time.sleep(2)
+
+
 def test_every_dashboard_panel_and_alert_has_data_in_a_real_prometheus(
     served: dict[str, Any], pushgateway: str, tmp_path: Path
 ) -> None:
     """compose/'s Prometheus config, with its targets swapped for live ones: this server
-    (canary 20 % + shadow), `materialize --follow` and a Pushgateway that a real drift run
-    pushed to. Every panel expression and every alert measure must return data."""
+    (canary 20 % + shadow), `materialize --follow` and a Pushgateway that real drift and
+    quality runs pushed to (quality on traffic `produce --score` sent, its labels
+    materialized by the follower). Every panel expression and every alert measure must
+    return data."""
     from tests.integration.conftest import loopback_daemon
     from tests.promql import PROMETHEUS_CONFIG, RULES, alert_measure, alert_rules, panel_queries
 
@@ -312,17 +335,7 @@ def test_every_dashboard_panel_and_alert_has_data_in_a_real_prometheus(
     ]  # fmt: skip
     try:
         with loopback_daemon(command, f"{prometheus}/-/ready", tmp_path / "prometheus.log"):
-            # Traffic: batches (canary + shadow) and single requests, new events on the bus
-            # for the materializer, and a drift run over the prediction log.
-            score_batch(served["url"], [event(random.randrange(USERS)) for _ in range(2000)])
-            for user in range(20):
-                assert httpx.post(f"{served['url']}/v1/score", json=event(user)).status_code == 200
-            with environ(served["env"]):
-                assert main(["produce", "--rate", "0", "--count", "500", "--label-delay", "0"]) == 0
-            time.sleep(LOG_FLUSH_S + 1)  # the requests above reach the prediction log
-            with environ(served["env"] | {"FRAUDCTL_PUSHGATEWAY_URL": pushgateway}):
-                assert main(["drift", "--current", "last:1h"]) in (0, 4)
-
+            _traffic_for_dashboards(served, pushgateway)
             queries = panel_queries() + [
                 (f"alert {rule['alert']}", alert_measure(rule["expr"])) for rule in alert_rules()
             ]
@@ -345,6 +358,9 @@ def test_every_dashboard_panel_and_alert_has_data_in_a_real_prometheus(
             assert 0.15 < float(canary[0]["value"][1]) < 0.25
             psi = instant(prometheus, "fraudctl_drift_psi")
             assert {s["metric"]["feature"] for s in psi} >= {"transaction_amount", "score"}
+            auc = instant(prometheus, 'fraudctl_quality_roc_auc{by="variant",bound="value"}')
+            assert {s["metric"]["group"] for s in auc} == {"baseline", "canary", "shadow"}
+            assert all(0.5 < float(s["value"][1]) <= 1.0 for s in auc)
     finally:
         follow.send_signal(2)
         follow.wait(timeout=60)

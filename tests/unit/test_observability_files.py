@@ -30,12 +30,13 @@ def test_dashboards_are_current_with_their_generator() -> None:
         assert (DASHBOARDS / name).read_text() == text, f"{name} is stale: run `make dashboards`"
 
 
-def test_the_three_dashboards_use_the_provisioned_datasource() -> None:
+def test_the_four_dashboards_use_the_provisioned_datasource() -> None:
     titles = {board["title"] for board in dashboards().values()}
     assert titles == {
         "fraudctl / Inference SLO",
         "fraudctl / Traffic Split",
         "fraudctl / Drift Overview",
+        "fraudctl / Model Quality",
     }
     source = yaml.safe_load(
         (COMPOSE / "grafana/provisioning/datasources/prometheus.yml").read_text()
@@ -59,6 +60,9 @@ def test_every_alert_compares_one_measure_with_one_threshold() -> None:
         "CanaryErrorRateAboveBaseline",
         "DriftDetected",
         "FeatureFreshnessBreached",
+        "CanaryQualityWorse",
+        "LabelCoverageLow",
+        "QualityStale",
     }
     for rule in alert_rules():
         assert " bool " in alert_measure(rule["expr"])
@@ -74,7 +78,7 @@ def run_promtool(*args: str, cwd: Path) -> str:
 
 def test_promtool_checks_the_config_and_rules() -> None:
     out = run_promtool("check", "config", "prometheus.yml", cwd=COMPOSE / "prometheus")
-    assert "SUCCESS: 7 rules found" in out
+    assert "SUCCESS: 10 rules found" in out
     run_promtool("check", "rules", "rules.yml", cwd=COMPOSE / "prometheus")
 
 

@@ -236,3 +236,61 @@ def test_the_cli_reports_and_exits_4_on_insufficient_data(
     assert [r["status"] for r in runs.json()["runs"]] == ["ok", "ok", "insufficient_data"]
     bad = cli("quality", "--by", "user")
     assert bad.code == 2 and "--by 'user'" in bad.err
+
+
+def test_follow_runs_on_the_clock_without_stacking_an_overrun(settings: Settings) -> None:
+    from fraudctl.services.quality import follow_quality
+
+    backends = FakeBackends(settings)
+    load(backends.offline, traffic(3000, 6))
+    now = [1000.0]
+    starts: list[float] = []
+
+    def on_result(result: Any) -> None:
+        starts.append(now[0])
+        now[0] += 25.0 if len(starts) == 2 else 1.0  # the second run overruns 2.5 slots
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    runs = follow_quality(backends, lambda at: options(min_labels=100), 10.0, on_result,
+                          lambda: len(starts) >= 4, clock=lambda: now[0], sleep=sleep)  # fmt: skip
+    assert runs == 4
+    assert starts == [1000.0, 1010.0, 1040.0, 1050.0]  # 1020 and 1030 were skipped, not run
+    assert len(history(backends.offline)) == 4
+
+
+def test_follow_through_the_cli_serves_gauges_and_stops_on_ctrl_c(
+    isolated_env: Path, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from fraudctl.adapters.offline import open_offline
+    from fraudctl.stack.native import free_ports
+
+    home = tmp_path / "home"
+    env = {**os.environ, "FRAUDCTL_HOME": str(home), "FRAUDCTL_PROFILE": "local",
+           "FRAUDCTL_QUALITY_MAX_LABEL_DELAY_S": str(DELAY)}  # fmt: skip
+    load(open_offline(load_settings(environ=env, cwd=tmp_path).settings), traffic(3000, 7))
+    port = free_ports(("prometheus",))["prometheus"]
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "fraudctl", "quality", "--window", "last:3d", "--follow",
+         "--every", "1s", "--metrics-port", str(port), "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert follow.stdout is not None
+        lines = [json.loads(follow.stdout.readline()) for _ in range(2)]
+        assert all(line["status"] == "ok" for line in lines)
+        assert lines[0]["as_of"] != lines[1]["as_of"]  # the window moves with the clock
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'fraudctl_quality_roc_auc{bound="value",by="variant",group="canary"}' in text
+    finally:
+        follow.send_signal(signal.SIGINT)
+        code = follow.wait(timeout=60)
+    assert code == 130, follow.stderr.read() if follow.stderr else ""

@@ -290,3 +290,37 @@ class Pushgateway:
         except OSError as exc:
             return f"Pushgateway {self.where}: {exc}"
         return None
+
+
+class GaugeBoard:
+    """Gauges served on ``/metrics`` that each :meth:`show` replaces as a whole (the
+    results of a ``--follow`` loop: the same names and labels as the pushed ones).  A
+    custom collector: a scrape sees the newest set, never a mix of two runs."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry
+
+        self._gauges: tuple[PortGauge, ...] = ()
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
+
+    def show(self, gauges: Sequence[PortGauge]) -> None:
+        self._gauges = tuple(gauges)
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        families: dict[str, Any] = {}
+        for gauge in self._gauges:
+            family = families.get(gauge.name)
+            if family is None:
+                family = families[gauge.name] = GaugeMetricFamily(
+                    gauge.name, gauge.help, labels=sorted(gauge.labels)
+                )
+            family.add_metric([gauge.labels[k] for k in sorted(gauge.labels)], gauge.value)
+        return list(families.values())
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+        from prometheus_client import start_http_server
+
+        start_http_server(port, addr=host, registry=self.registry)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from fraudctl.cli.common import (
+    GracefulStop,
     JsonOption,
     console,
     err_console,
@@ -44,6 +45,20 @@ def quality(
     show_history: Annotated[
         bool, typer.Option("--history", help="Print the recorded runs (newest last) and exit.")
     ] = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            help="Measure again every --every (the window moving with the clock) until "
+            "Ctrl-C, serving the gauges on 127.0.0.1:--metrics-port.",
+        ),
+    ] = False,
+    every: Annotated[
+        str, typer.Option(metavar="DURATION", help="--follow: time between runs (e.g. 1m).")
+    ] = "5m",
+    metrics_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="--follow: Prometheus port (0 = none).")
+    ] = 9465,
     as_json: JsonOption = False,
 ) -> None:
     """Live model quality: the prediction log joined with the labels as they arrive,
@@ -56,11 +71,16 @@ def quality(
     Every run is appended to the quality log in the offline store, and pushed as gauges
     when FRAUDCTL_PUSHGATEWAY_URL is set.
 
+    With --follow: one run per --every (a run that overruns is not stacked), each logged
+    and pushed, its gauges also served on --metrics-port; --json prints one JSON line per
+    run. Ctrl-C stops it (exit 130).
+
     Exit 0 with figures for every group; 4 when a group has too few matured labels
     (insufficient_data, its figures left out); 3 a store or the registry is unreachable.
     """
     from fraudctl.services.drift import WindowSpec
     from fraudctl.services.quality import QualityOptions, history, measure_quality
+    from fraudctl.timespec import parse_duration
 
     state = state_of(ctx)
     settings = state.settings
@@ -80,24 +100,55 @@ def quality(
             ]
             console.print(table("quality runs", ("as of", "by", "status", "groups"), rows))
         return
-    now = datetime.now(UTC)
-    spec = WindowSpec.parse("--window", window, now=now, training_allowed=False)
-    assert spec.start is not None and spec.end is not None
-    options = QualityOptions(
-        start=spec.start,
-        end=spec.end,
-        as_of=now,
-        by=by,
-        top_k=settings.quality_top_k if top_k is None else top_k,
-        max_label_delay_s=settings.quality_max_label_delay_s,
-        min_labels=settings.quality_min_labels,
-        min_positives=settings.quality_min_positives,
-    )
+
+    def options_at(now: datetime) -> QualityOptions:
+        spec = WindowSpec.parse("--window", window, now=now, training_allowed=False)
+        assert spec.start is not None and spec.end is not None
+        return QualityOptions(
+            start=spec.start,
+            end=spec.end,
+            as_of=now,
+            by=by,
+            top_k=settings.quality_top_k if top_k is None else top_k,
+            max_label_delay_s=settings.quality_max_label_delay_s,
+            min_labels=settings.quality_min_labels,
+            min_positives=settings.quality_min_positives,
+        )
+
+    options = options_at(datetime.now(UTC))  # a bad --window or --by: exit 2 before anything
+    if follow:
+        _follow(state.backends, options_at, parse_duration("--every", every), metrics_port,
+                as_json)  # fmt: skip
+        return
     with err_console.status("measuring quality…") as status:
         result = measure_quality(state.backends, options, lambda m: status.update(f"{m}…"))
     verdict(
         result.as_dict(), as_json, _show, ok=result.status == "ok", push_error=result.push_error
     )
+
+
+def _follow(backends: Any, options_at: Any, every_s: float, port: int, as_json: bool) -> None:
+    from fraudctl.adapters.metrics import GaugeBoard
+    from fraudctl.errors import ExitCode
+    from fraudctl.services.quality import follow_quality, quality_gauges
+
+    board = GaugeBoard()
+    if port:
+        board.serve(port)
+        err_console.print(f"quality gauges on http://127.0.0.1:{port}/metrics")
+
+    def on_result(result: Any) -> None:
+        board.show(quality_gauges(result))
+        if result.push_error:
+            err_console.print(f"[yellow]warning[/yellow]: gauges not pushed: {result.push_error}")
+        if as_json:
+            print_json(result.as_dict())
+        else:
+            _show(result.as_dict())
+
+    with GracefulStop() as stop:
+        follow_quality(backends, options_at, every_s, on_result, stop.requested)
+    raise typer.Exit(ExitCode.INTERRUPTED)
 
 
 def _short(group: dict[str, Any]) -> str:

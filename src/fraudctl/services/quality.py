@@ -353,3 +353,29 @@ def record(log: RecordLog, result: QualityResult) -> None:
 
 def history(log: RecordLog, newest: int | None = None) -> list[dict[str, Any]]:
     return log.records(QUALITY_LOG, newest=newest)
+
+
+def follow_quality(
+    backends: Backends,
+    options_at: Callable[[datetime], QualityOptions],
+    every_s: float,
+    on_result: Callable[[QualityResult], None],
+    should_stop: Callable[[], bool],
+    *,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Measure now, then on every ``every_s`` of the wall clock (a run that overruns its
+    interval is not stacked: the next starts at the next slot), until ``should_stop``.
+    ``options_at(now)`` gives each run its window.  Returns the number of runs."""
+    from datetime import UTC
+
+    started, runs = clock(), 0
+    while not should_stop():
+        now = clock()
+        on_result(measure_quality(backends, options_at(datetime.fromtimestamp(now, UTC))))
+        runs += 1
+        slot = started + (int((clock() - started) // every_s) + 1) * every_s
+        while not should_stop() and clock() < slot:
+            sleep(min(0.2, max(slot - clock(), 0.0)))
+    return runs

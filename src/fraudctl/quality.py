@@ -103,22 +103,6 @@ def roc_auc(labels: Any, scores: Any, confidence: float = CONFIDENCE) -> Estimat
     return Estimate(auc, _clip(auc - half), _clip(auc + half), len(s))
 
 
-def difference_of_aucs(
-    labels_a: Any, scores_a: Any, labels_b: Any, scores_b: Any, confidence: float = CONFIDENCE
-) -> Estimate:
-    """AUC(a) - AUC(b) of two independent samples (each variant's own users), with the
-    normal interval of the sum of their DeLong variances."""
-    a, b = roc_auc(labels_a, scores_a, confidence), roc_auc(labels_b, scores_b, confidence)
-    if a.value is None or b.value is None or a.low is None or b.low is None:
-        return Estimate(None, None, None, a.n + b.n)
-    z = z_of(confidence)
-    se_a = (a.value - a.low) / z if a.value > a.low else 0.0
-    se_b = (b.value - b.low) / z if b.value > b.low else 0.0
-    diff = a.value - b.value
-    half = z * math.sqrt(se_a * se_a + se_b * se_b)
-    return Estimate(diff, diff - half, diff + half, a.n + b.n)
-
-
 def average_precision(labels: Any, scores: Any, confidence: float = CONFIDENCE) -> Estimate:
     """PR AUC as average precision, with the logit interval."""
     import numpy as np

@@ -45,27 +45,24 @@ def backends_of(settings: Settings, registry: InMemoryRegistry,
 
 
 def run(settings: Settings, registry: InMemoryRegistry, status: dict[str, Any],
+        backends: FakeBackends | None = None,
         **options: Any) -> tuple[Any, list[tuple[float, str]]]:  # fmt: skip
-    backends = backends_of(settings, registry, lambda: status)
+    backends = backends or backends_of(settings, registry, lambda: status)
     decision = promote(backends, PromoteOptions(to="production", **options))
     assert backends.promotion_lock.held == (decision.outcome in ("promoted", "lost"))
-    _recorded.append(backends)
     return decision, backends.serving.changes
-
-
-_recorded: list[FakeBackends] = []
 
 
 def test_a_canary_within_the_limits_is_promoted_and_its_share_reset(
     settings: Settings, registry: InMemoryRegistry
 ) -> None:
-    decision, changes = run(settings, registry, server("2", 600, 0.0, 20.0))
+    backends = backends_of(settings, registry, lambda: server("2", 600, 0.0, 20.0))
+    decision, changes = run(settings, registry, {}, backends)
     assert decision.outcome == "promoted" and decision.previous == "1"
     assert registry.aliases(["production"]) == {"production": "2"}
     assert changes == [(0.0, "version 2 promoted to production")]
     assert registry.version_tags("2")["fraudctl.promote.production"] == "promoted"
-    log = _recorded[-1].offline
-    assert [d["outcome"] for d in history(log, registry.model_name)] == ["promoted"]
+    assert [d["outcome"] for d in history(backends.offline, registry.model_name)] == ["promoted"]
 
 
 @pytest.mark.parametrize(

@@ -326,7 +326,7 @@ def quality_gauges(result: QualityResult) -> list[Gauge]:
                     gauges.append(
                         Gauge(
                             f"fraudctl_quality_{figure}",
-                            f"{figure} ({bound}).",
+                            f"{figure} of the group, its 95 % interval by bound.",
                             float(estimate[bound]),
                             labels | {"bound": bound},
                         )

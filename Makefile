@@ -55,10 +55,12 @@ demo: install .env
 	$(FRAUDCTL) demo
 
 # Every test: the unit tier spread over the cores (pytest-xdist), then the tests against
-# real services in one process (they share one native stack).
+# real services, a module per worker (--dist loadfile: a module's own servers and data
+# stay on one worker); each worker runs its own native stack on free ports.
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) tests/unit
-	$(BIN)/python -m pytest -q --durations=20 tests/integration tests/faults
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile \
+	  --durations=20 tests/integration tests/faults
 
 # The inner loop: no services, no network (tests/unit; under a minute on 2 cores).
 test-fast: $(STAMP)

@@ -7,7 +7,7 @@ import itertools
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -227,13 +227,13 @@ class RecordingPusher:
 
 class SummaryReporter:
     """:class:`fraudctl.ports.DriftReporter` writing a JSON summary instead of Evidently's
-    HTML: the columns and each window's row count."""
+    HTML: the features with their PSI, the threshold and each window's row count."""
 
-    def write_report(self, reference: Any, current: Any, path: Path, columns: Sequence[str],
-                     categorical: Collection[str]) -> None:  # fmt: skip
+    def write_report(self, reference: Any, current: Any, path: Path,
+                     features: Sequence[Mapping[str, Any]], threshold: float) -> None:  # fmt: skip
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"columns": list(columns), "categorical": sorted(categorical),
-                                    "reference_rows": len(reference),
+        path.write_text(json.dumps({"features": {f["feature"]: f["psi"] for f in features},
+                                    "threshold": threshold, "reference_rows": len(reference),
                                     "current_rows": len(current)}))  # fmt: skip
 
 

@@ -224,6 +224,24 @@ class Settings(BaseModel):
     quality_top_k: int = Field(
         ge=1, description="k of the card precision top-k per day (`quality`)."
     )
+    promote_quality_metric: Literal["roc_auc", "pr_auc"] = Field(
+        description="Figure the production quality gate compares (canary vs baseline)."
+    )
+    promote_quality_margin: float = Field(
+        ge=0,
+        le=0.5,
+        description="How much worse than the baseline the canary may be on that figure and "
+        "still pass the quality gate (a non-inferiority margin).",
+    )
+    promote_quality_confidence: float = Field(
+        gt=0.5, lt=1, description="Confidence of the quality gate's interval (two-sided)."
+    )
+    promote_quality_min_positives: int = Field(
+        ge=1, description="Matured fraud labels each variant needs for the quality gate."
+    )
+    promote_quality_window_s: float = Field(
+        gt=0, description="Seconds of served traffic the production quality gate reads."
+    )
     serve_drain_s: float = Field(
         ge=0,
         le=600,
@@ -382,6 +400,12 @@ def profile_defaults(profile: Profile, home: Path) -> dict[str, Any]:
         "quality_min_labels": 200,
         "quality_min_positives": 5,
         "quality_top_k": 100,  # the card precision top-k of the fraud-detection literature
+        # The production quality gate (docs/quality.md#the-quality-gate).
+        "promote_quality_metric": "roc_auc",
+        "promote_quality_margin": 0.01,
+        "promote_quality_confidence": 0.95,
+        "promote_quality_min_positives": 20,
+        "promote_quality_window_s": 7 * 86_400.0,
         # Nothing in front of `fraudctl serve` to deregister from: a short drain (Ray
         # Serve's own 30 s is for a load balancer; set it to that balancer's delay).
         "serve_drain_s": 2.0,

@@ -10,7 +10,7 @@ in ``tests/unit/test_gates.py``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -53,6 +53,29 @@ class _Thresholds(Protocol):
     def promote_auc_floor(self) -> float: ...
     @property
     def promote_canary_min_requests(self) -> int: ...
+    @property
+    def promote_quality_metric(self) -> str: ...
+    @property
+    def promote_quality_margin(self) -> float: ...
+    @property
+    def promote_quality_confidence(self) -> float: ...
+    @property
+    def promote_quality_min_positives(self) -> int: ...
+    @property
+    def quality_min_labels(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class QualityRule:
+    """The production quality gate's rule: the canary's ``metric`` minus the baseline's,
+    with its two-sided interval at ``confidence``, against ``-margin``.  The defaults
+    here only serve tests; the settings hold the product's (``promote_quality_*``)."""
+
+    metric: str = "roc_auc"
+    margin: float = 0.01
+    confidence: float = 0.95
+    min_positives: int = 20
+    min_labels: int = 200
 
 
 MIN_EVAL_ROWS = 200  # fewer labeled events make a ROC AUC comparison meaningless
@@ -68,6 +91,7 @@ class Limits:
     min_requests: int
     drift_threshold: float
     auc_floor: float
+    quality: QualityRule = field(default_factory=QualityRule)
     min_eval_rows: int = MIN_EVAL_ROWS
 
     @classmethod
@@ -78,18 +102,34 @@ class Limits:
             min_requests=settings.promote_canary_min_requests,
             drift_threshold=settings.drift_threshold,
             auc_floor=settings.promote_auc_floor,
+            quality=QualityRule(
+                metric=settings.promote_quality_metric,
+                margin=settings.promote_quality_margin,
+                confidence=settings.promote_quality_confidence,
+                min_positives=settings.promote_quality_min_positives,
+                min_labels=settings.quality_min_labels,
+            ),
         )
 
 
 @dataclass
 class Gate:
-    """One gate's verdict, with what it measured and the rule it applied."""
+    """One gate's verdict, with what it measured and the rule it applied.  An
+    ``inconclusive`` gate did not pass, and did not fail either: it could not tell yet."""
 
     name: str
     passed: bool
     measured: dict[str, Any]
     rule: str
     detail: str
+    inconclusive: bool = False
+
+    @property
+    def verdict(self) -> str:
+        """pass | fail | inconclusive."""
+        if self.passed:
+            return "pass"
+        return "inconclusive" if self.inconclusive else "fail"
 
 
 # -- the canary -----------------------------------------------------------------------
@@ -173,8 +213,113 @@ def canary_gate(window: CanaryWindow, serving_version: str | None, version: str,
     return Gate("canary", not problems, measured, rule, detail)
 
 
-def canary_waived() -> Gate:
-    return Gate("canary", True, {}, "waived", "no production model yet: nothing to protect")
+def production_waived() -> list[Gate]:
+    """The first production model: nothing to protect, nothing to compare with."""
+    why = "no production model yet: nothing to protect"
+    return [Gate("canary", True, {}, "waived", why), Gate("quality", True, {}, "waived", why)]
+
+
+# -- quality: the canary judged on the fraud it catches --------------------------------
+
+
+@dataclass(frozen=True)
+class QualitySample:
+    """One variant's matured labels over the gate's window: the figure the rule compares
+    and the variance of its estimate (DeLong's for ROC AUC), with the counts behind it.
+    ``value``/``variance`` None: the sample had one class only."""
+
+    variant: str
+    version: str | None
+    labeled: int
+    positives: int
+    value: float | None
+    variance: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """As JSON takes it: a non-finite figure is None."""
+        found = asdict(self)
+        for key in ("value", "variance"):
+            if found[key] is not None and not math.isfinite(found[key]):
+                found[key] = None
+        return found
+
+
+def _short(sample: QualitySample, rule: QualityRule) -> str | None:
+    """Why ``sample`` is too small for the rule; None when it is enough."""
+    if sample.labeled < rule.min_labels:
+        return f"{sample.variant}: {sample.labeled} matured labels < {rule.min_labels}"
+    if sample.positives < rule.min_positives:
+        return f"{sample.variant}: {sample.positives} matured fraud labels < {rule.min_positives}"
+    if sample.value is None or sample.variance is None or not math.isfinite(sample.value):
+        return f"{sample.variant}: one class only among its matured labels"
+    return None
+
+
+def quality_comparison(baseline: QualitySample, canary: QualitySample,
+                       rule: QualityRule) -> tuple[str, dict[str, Any], str]:  # fmt: skip
+    """Compare the canary with the baseline on the same window: pass | fail |
+    inconclusive, what was measured, and why.
+
+    The variants serve disjoint users, so the samples are independent: the difference
+    ``d = canary - baseline`` has variance ``var_c + var_b`` and a normal two-sided
+    interval ``d ± z·√(var_c + var_b)``.  **pass**: the interval lies above ``-margin``
+    (the canary is at most ``margin`` worse, at that confidence); **fail**: it lies below
+    ``-margin`` (significantly worse than the margin allows); **inconclusive**: it spans
+    ``-margin``, or a variant has too few matured labels or fraud."""
+    from statistics import NormalDist
+
+    measured: dict[str, Any] = {
+        "metric": rule.metric,
+        "baseline": baseline.as_dict(),
+        "canary": canary.as_dict(),
+        "difference": None,
+        "low": None,
+        "high": None,
+    }
+    short = [why for why in (_short(baseline, rule), _short(canary, rule)) if why]
+    if short:
+        return "inconclusive", measured, "too few matured labels: " + "; ".join(short)
+    assert canary.value is not None and baseline.value is not None  # _short checked
+    assert canary.variance is not None and baseline.variance is not None
+    difference = canary.value - baseline.value
+    half = NormalDist().inv_cdf(0.5 + rule.confidence / 2) * math.sqrt(
+        canary.variance + baseline.variance
+    )
+    low, high = difference - half, difference + half
+    measured |= {"difference": round(difference, 6), "low": round(low, 6),
+                 "high": round(high, 6)}  # fmt: skip
+    said = (
+        f"{rule.metric} canary {canary.value:.4f} - baseline {baseline.value:.4f} = "
+        f"{difference:+.4f}, {rule.confidence:.0%} interval [{low:+.4f}, {high:+.4f}]"
+    )
+    if low > -rule.margin:
+        return "pass", measured, f"{said} lies above -{rule.margin:g}"
+    if high < -rule.margin:
+        return "fail", measured, f"{said} lies below -{rule.margin:g}: the canary is worse"
+    return "inconclusive", measured, f"{said} spans -{rule.margin:g}: not enough evidence yet"
+
+
+def quality_gate(baseline: QualitySample, canary: QualitySample, rule: QualityRule) -> Gate:
+    """``production``: the canary is not worse than the baseline on the served traffic's
+    matured labels (:func:`quality_comparison`)."""
+    verdict, measured, detail = quality_comparison(baseline, canary, rule)
+    text = (
+        f"canary {rule.metric} - baseline's on the same matured window, "
+        f"{rule.confidence:.0%} interval above -{rule.margin:g}; each variant ≥ "
+        f"{rule.min_labels} matured labels and ≥ {rule.min_positives} fraud"
+    )
+    return Gate("quality", verdict == "pass", measured, text, detail,
+                inconclusive=verdict == "inconclusive")  # fmt: skip
+
+
+def quality_breach(baseline: QualitySample, canary: QualitySample, weight_pct: float,
+                   rule: QualityRule) -> str | None:  # fmt: skip
+    """What `canary watch --auto-rollback` rolls back on besides errors and latency: a
+    canary taking traffic that the quality comparison finds worse (``fail``)."""
+    if weight_pct <= 0:
+        return None
+    verdict, _measured, detail = quality_comparison(baseline, canary, rule)
+    return f"quality: {detail}" if verdict == "fail" else None
 
 
 # -- staging --------------------------------------------------------------------------

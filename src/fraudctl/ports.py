@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -130,16 +130,18 @@ class MetricsPusher(Protocol):
 
 
 class DriftReporter(Protocol):
-    """Writes the human-readable drift report of two windows (Evidently:
-    ``adapters/drift_psi.py``)."""
+    """Writes the human-readable report of a drift result (Evidently:
+    ``adapters/drift_psi.py``): ``features`` are the result's per-feature records (their
+    bins, edges and counts), ``threshold`` its threshold — the report renders that one
+    computation, never a second one of its own."""
 
     def write_report(
         self,
         reference: Any,
         current: Any,
         path: Path,
-        columns: Sequence[str],
-        categorical: Collection[str],
+        features: Sequence[Mapping[str, Any]],
+        threshold: float,
     ) -> None: ...
 
 

@@ -80,8 +80,8 @@ def _midranks(x: Any) -> Any:
     return ranks
 
 
-def roc_auc(labels: Any, scores: Any, confidence: float = CONFIDENCE) -> Estimate:
-    """ROC AUC with DeLong's interval; ``None`` unless both classes are present."""
+def roc_auc_variance(labels: Any, scores: Any) -> tuple[float, float] | None:
+    """ROC AUC and DeLong's variance of it; ``None`` unless both classes are present."""
     import numpy as np
 
     y = np.asarray(labels).astype(bool)
@@ -89,7 +89,7 @@ def roc_auc(labels: Any, scores: Any, confidence: float = CONFIDENCE) -> Estimat
     positives, negatives = s[y], s[~y]
     m, n = len(positives), len(negatives)
     if m == 0 or n == 0:
-        return Estimate(None, None, None, len(s))
+        return None
     tx, ty, tz = (
         _midranks(positives),
         _midranks(negatives),
@@ -99,26 +99,51 @@ def roc_auc(labels: Any, scores: Any, confidence: float = CONFIDENCE) -> Estimat
     v10 = (tz[:m] - tx) / n  # structural components (Sun & Xu, 2014)
     v01 = 1.0 - (tz[m:] - ty) / m
     variance = (v10.var(ddof=1) / m if m > 1 else 0.0) + (v01.var(ddof=1) / n if n > 1 else 0.0)
-    half = z_of(confidence) * math.sqrt(max(variance, 0.0))
-    return Estimate(auc, _clip(auc - half), _clip(auc + half), len(s))
+    return auc, max(float(variance), 0.0)
 
 
-def average_precision(labels: Any, scores: Any, confidence: float = CONFIDENCE) -> Estimate:
-    """PR AUC as average precision, with the logit interval."""
+def roc_auc(labels: Any, scores: Any, confidence: float = CONFIDENCE) -> Estimate:
+    """ROC AUC with DeLong's interval; ``None`` unless both classes are present."""
+    found = roc_auc_variance(labels, scores)
+    if found is None:
+        return Estimate(None, None, None, len(scores))
+    auc, variance = found
+    half = z_of(confidence) * math.sqrt(variance)
+    return Estimate(auc, _clip(auc - half), _clip(auc + half), len(scores))
+
+
+def average_precision_variance(labels: Any, scores: Any) -> tuple[float, float] | None:
+    """Average precision and its variance, ``AP·(1 - AP) / positives`` (the delta method
+    on the logit interval below); ``None`` unless both classes are present."""
     import numpy as np
     from sklearn.metrics import average_precision_score
 
     y = np.asarray(labels).astype(int)
     positives = int(y.sum())
     if positives == 0 or positives == len(y):
-        return Estimate(None, None, None, len(y))
+        return None
     ap = float(average_precision_score(y, scores))
+    return ap, ap * (1 - ap) / positives
+
+
+VARIANCES = {"roc_auc": roc_auc_variance, "pr_auc": average_precision_variance}
+
+
+def average_precision(labels: Any, scores: Any, confidence: float = CONFIDENCE) -> Estimate:
+    """PR AUC as average precision, with the logit interval."""
+    import numpy as np
+
+    found = average_precision_variance(labels, scores)
+    if found is None:
+        return Estimate(None, None, None, len(labels))
+    ap, _variance = found
+    positives = int(np.count_nonzero(np.asarray(labels)))
     if ap <= 0.0 or ap >= 1.0:
-        return Estimate(ap, ap, ap, len(y))
+        return Estimate(ap, ap, ap, len(labels))
     eta = math.log(ap / (1 - ap))
     half = z_of(confidence) / math.sqrt(positives * ap * (1 - ap))
     low, high = eta - half, eta + half
-    return Estimate(ap, 1 / (1 + math.exp(-low)), 1 / (1 + math.exp(-high)), len(y))
+    return Estimate(ap, 1 / (1 + math.exp(-low)), 1 / (1 + math.exp(-high)), len(labels))
 
 
 def brier(labels: Any, scores: Any, confidence: float = CONFIDENCE) -> Estimate:

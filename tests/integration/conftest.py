@@ -1,5 +1,6 @@
-"""One native stack (broker, S3 server, Redis, MLflow) for the whole integration run,
-started through `fraudctl stack up --native` on free loopback ports, in a private home.
+"""One native stack (broker, S3 server, Redis, MLflow) per test process — the whole run,
+or each pytest-xdist worker of it — started through `fraudctl stack up --native` on free
+loopback ports, in a private home.
 
 A service that cannot start fails the run: nothing here skips."""
 
@@ -19,11 +20,6 @@ import pytest
 from fraudctl.cli.main import main
 from fraudctl.config import environ, load_settings
 from fraudctl.stack.native import free_ports, private_stack_env
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that stop the shared stack run after every other test."""
-    items.sort(key=lambda item: item.get_closest_marker("stops_stack") is not None)
 
 
 @pytest.fixture(scope="session")

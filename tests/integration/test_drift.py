@@ -15,6 +15,7 @@ import pytest
 
 from fraudctl.adapters.drift_psi import psi_from_counts
 from tests.conftest import RunCli
+from tests.drift_html import assert_report_agrees
 
 DAY = 86_400
 USERS = "20000"
@@ -59,6 +60,19 @@ def assert_recomputable(result: dict[str, Any]) -> None:
             assert len(feature["bins"]) == len(feature["edges"]) + 1
 
 
+LABELS = 'instance="",job="fraudctl_drift",model="fraud-detector"'
+
+
+def assert_pushed(pushgateway: str, result: dict[str, Any], psi: dict[str, float]) -> None:
+    """The result's gauges are on the Pushgateway: status ok, the score, a feature's PSI."""
+    assert result["pushed_to"] == pushgateway and result["push_error"] is None
+    pushed = gauges(pushgateway)
+    assert pushed[f"fraudctl_drift_status{{{LABELS}}}"] == 0
+    assert pushed[f"fraudctl_drift_score{{{LABELS}}}"] == pytest.approx(result["drift_score"])
+    amount = pushed[f'fraudctl_drift_psi{{feature="transaction_amount",{LABELS}}}']
+    assert amount == pytest.approx(psi["transaction_amount"])
+
+
 def test_drift_reports_recomputable_psi_and_finds_a_drifted_stream(
     cli: RunCli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pushgateway: str
 ) -> None:
@@ -94,16 +108,12 @@ def test_drift_reports_recomputable_psi_and_finds_a_drifted_stream(
     assert_recomputable(result)
     assert result["drift_score"] == max(f["psi"] for f in result["features"])
     same_psi = {f["feature"]: f["psi"] for f in result["features"]}
-    assert Path(result["report"]).read_text().lstrip().lower().startswith("<!doctype html")
+    html = Path(result["report"]).read_text()
+    assert html.lstrip().lower().startswith("<!doctype html")
+    assert_report_agrees(html, result)  # one drift truth: the report is the --json
     assert Path(result["report_uri"]).exists()  # the offline store is a directory here
     assert result["run_id"]
-    assert result["pushed_to"] == pushgateway and result["push_error"] is None
-    pushed = gauges(pushgateway)
-    labels = 'instance="",job="fraudctl_drift",model="fraud-detector"'
-    assert pushed[f"fraudctl_drift_status{{{labels}}}"] == 0
-    assert pushed[f"fraudctl_drift_score{{{labels}}}"] == pytest.approx(result["drift_score"])
-    amount = pushed[f'fraudctl_drift_psi{{feature="transaction_amount",{labels}}}']
-    assert amount == pytest.approx(same_psi["transaction_amount"])
+    assert_pushed(pushgateway, result, same_psi)
 
     # The drifted day's second half (24 h of drifted history by its end) against the
     # model's training window (the default reference).
@@ -122,7 +132,8 @@ def test_drift_reports_recomputable_psi_and_finds_a_drifted_stream(
     for amount_derived in ("transaction_amount", "amount_avg_24h"):
         assert psi[amount_derived] > 0.3, json.dumps(psi)
     assert found["drift_score"] >= found["threshold"]
-    assert gauges(pushgateway)[f"fraudctl_drift_status{{{labels}}}"] == 1
+    assert_report_agrees(Path(found["report"]).read_text(), found)
+    assert gauges(pushgateway)[f"fraudctl_drift_status{{{LABELS}}}"] == 1
 
     # A window too small to judge never passes.
     tiny = cli(

@@ -1,7 +1,6 @@
 """The native stack end to end: up → doctor green → real work on each service →
-doctor red with the broker stopped → down leaves nothing behind.
-
-The test marked ``stops_stack`` runs after all others (see conftest)."""
+doctor red with the broker stopped → down leaves nothing behind (on a stack of its own,
+so the shared one serves every other test, in any order and on any worker)."""
 
 from __future__ import annotations
 
@@ -10,6 +9,7 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -183,8 +183,27 @@ def test_doctor_reports_a_stopped_broker_and_exits_3(stack: dict[str, str], cli:
     assert all(c["ok"] for part, c in checks.items() if part != "event bus")
 
 
-@pytest.mark.stops_stack
-def test_stack_down_leaves_no_started_process_alive(stack: dict[str, str], cli: RunCli) -> None:
+@pytest.fixture
+def own_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """A native stack of this test's own, on free ports in a private home; stopped at
+    the end whatever the test did."""
+    from fraudctl.cli.main import main
+    from fraudctl.config import environ
+    from fraudctl.stack.native import private_stack_env
+
+    env = private_stack_env(tmp_path / "own-stack")
+    with environ(env):
+        assert main(["stack", "up", "--native", "--json"]) == 0
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    try:
+        yield env
+    finally:
+        with environ(env):
+            main(["stack", "down", "--native", "--json"])
+
+
+def test_stack_down_leaves_no_started_process_alive(own_stack: dict[str, str], cli: RunCli) -> None:
     recorded = StackState.load(settings()).services
     groups = {name: os.getpgid(r.pid) for name, r in recorded.items()}
     members = [p for p in psutil.process_iter() if _pgid(p) in groups.values()]

@@ -31,6 +31,7 @@ from fraudctl.ports import (
     MetricsPusher,
     OfflineStore,
 )
+from tests.drift_html import assert_report_agrees
 from tests.fakes import (
     InMemoryDedupe,
     InMemoryFeatureStore,
@@ -351,17 +352,29 @@ def reporter(request: pytest.FixtureRequest) -> DriftReporter:
     return SummaryReporter() if request.param == "memory" else EvidentlyReporter()
 
 
-def test_a_report_is_written_where_asked(reporter: DriftReporter, tmp_path: Path) -> None:
+def test_a_report_of_the_result_is_written_where_asked(
+    reporter: DriftReporter, tmp_path: Path
+) -> None:
+    from fraudctl.adapters.drift_psi import feature_drift
+
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"amount": rng.lognormal(3, 1, 600),
-                          "country": rng.choice(["US", "DE"], 600)})  # fmt: skip
+    frame = pd.DataFrame({"amount": rng.lognormal(3, 1, 1200),
+                          "country": rng.choice(["US", "DE"], 1200)})  # fmt: skip
+    reference, current = frame[:600], frame[600:]
+    features = [
+        feature_drift(name, reference[name].to_numpy(), current[name].to_numpy(),
+                      categorical=name == "country", threshold=0.3).as_dict()
+        for name in ("amount", "country")
+    ]  # fmt: skip
     path = tmp_path / "nested" / "drift.html"
-    reporter.write_report(frame[:300], frame[300:], path, ["amount", "country"], {"country"})
+    reporter.write_report(reference, current, path, features, 0.3)
     assert path.is_file() and path.stat().st_size > 0
     text = path.read_text()
-    assert "amount" in text and "country" in text
     if isinstance(reporter, SummaryReporter):
-        assert json.loads(text)["current_rows"] == 300
+        assert json.loads(text)["features"] == {f["feature"]: f["psi"] for f in features}
+    else:
+        status = "drift" if max(f["psi"] for f in features) >= 0.3 else "ok"
+        assert_report_agrees(text, {"features": features, "threshold": 0.3, "status": status})
 
 
 def test_backend_unavailable_is_what_an_outage_raises() -> None:

@@ -568,18 +568,25 @@ def _faulty_version(served: dict[str, Any]) -> str:
     return str(info.registered_model_version)
 
 
+def canary_at_half(served: dict[str, Any], cli: Any, version: str) -> None:
+    """``version`` as ``staging``, the canary at 50 %; returns once the server serves it."""
+    url = served["url"]
+    served["client"].set_registered_model_alias(served["env"]["FRAUDCTL_MODEL_NAME"],
+                                                 "staging", version)  # fmt: skip
+    assert cli("canary", "set", "50", "--reason", f"try version {version}").code == 0
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{url}/v1/models").json()["canary"]["model_version"] != version:
+        assert time.monotonic() < deadline, "the canary was not reloaded in 30 s"
+        time.sleep(0.5)
+
+
 def test_a_failing_canary_is_rolled_back_by_watch(
     served: dict[str, Any], cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, client = served["url"], served["client"]
     version = _faulty_version(served)
-    client.set_registered_model_alias(served["env"]["FRAUDCTL_MODEL_NAME"], "staging", version)
     monkeypatch.setenv("FRAUDCTL_SERVE_URL", url)
-    assert cli("canary", "set", "50", "--reason", "try the new model").code == 0
-    deadline = time.monotonic() + 30
-    while httpx.get(f"{url}/v1/models").json()["canary"]["model_version"] != version:
-        assert time.monotonic() < deadline, "the canary was not reloaded in 30 s"
-        time.sleep(0.5)
+    canary_at_half(served, cli, version)
     devices = ["ios", "android", "web"]
     for i in range(600):
         response = httpx.post(f"{url}/v1/score", json=event(i, device=devices[i % 3]))
@@ -616,6 +623,78 @@ def test_a_failing_canary_is_rolled_back_by_watch(
     assert after["changes"][-1]["reason"].startswith("auto-rollback: error rate")
     fresh = [httpx.post(f"{url}/v1/score", json=event(i)).json()["variant"] for i in range(50)]
     assert set(fresh) == {"baseline"}
+
+
+def _shuffled_version(served: dict[str, Any]) -> str:
+    """A model trained by fraudctl's own training on the module's labeled events with
+    the labels shuffled: it has learned nothing (ROC AUC ≈ 0.5)."""
+    from fraudctl.bootstrap import Wiring
+    from fraudctl.services.train import TrainOptions, train_once
+    from fraudctl.services.training_set import labeled_events
+
+    with environ(served["env"]):
+        backends = Wiring(load_settings().settings)
+        labeled = labeled_events(backends.offline, None, None, datetime.now(UTC))
+        labeled.frame["label"] = labeled.frame["label"].sample(frac=1.0, random_state=7).to_numpy()
+        result = train_once(backends.offline, backends.features, backends.registry,
+                            TrainOptions(seed=7), lambda _m: None, labeled)  # fmt: skip
+    return str(result.version)
+
+
+def test_a_canary_trained_on_shuffled_labels_is_found_worse_refused_and_rolled_back(
+    served: dict[str, Any], cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Served traffic with its labels: the quality gate finds the canary significantly
+    worse than the baseline (fail, not inconclusive), `promote --to production` refuses
+    it, and `canary watch --auto-rollback` rolls it back on quality alone."""
+    url = served["url"]
+    version = _shuffled_version(served)
+    for key, value in served["env"].items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("FRAUDCTL_SERVE_URL", url)
+    canary_at_half(served, cli, version)
+    started = datetime.now(UTC)
+    produced = cli("produce", "--rate", "0", "--count", "5000", "--label-delay", "0",
+                   "--seed", "31", "--population-seed", "0", "--score", url, "--json")  # fmt: skip
+    assert produced.code == 0 and produced.json()["score_failed"] == 0, produced.err
+    assert main(["materialize"]) == 0  # the labels reach the offline store
+    _wait_for_predictions(served, started, 5000)
+    monkeypatch.setenv("FRAUDCTL_PROMOTE_CANARY_MIN_REQUESTS", "100")
+    refused = cli("promote", "--to", "production", "--url", url, "--json")
+    assert refused.code == 4, refused.err
+    decision = refused.json()
+    canary_gate, quality = decision["gates"]
+    assert canary_gate["verdict"] == "pass" and quality["verdict"] == "fail", decision
+    assert decision["outcome"] == "refused" and "the canary is worse" in decision["reason"]
+    measured = quality["measured"]
+    assert measured["canary"]["version"] == version and measured["canary"]["positives"] >= 20
+    assert measured["canary"]["value"] < 0.65 and measured["baseline"]["value"] > 0.8
+    watched = cli("canary", "watch", "--auto-rollback", "--interval", "1s", "--quality-every",
+                  "1s", "--for", "60s", "--json")  # fmt: skip
+    assert watched.code == 4, watched.err
+    document = watched.json()
+    assert document["rolled_back"] is True and document["breach"].startswith("quality: roc_auc")
+    assert document["seen"]["quality"]["canary"]["version"] == version
+    after = httpx.get(f"{url}/v1/canary?window=60").json()
+    assert after["canary_weight"] == 0
+    assert after["changes"][-1]["reason"].startswith("auto-rollback: quality: roc_auc canary")
+
+
+def _wait_for_predictions(served: dict[str, Any], since: datetime, count: int) -> None:
+    """Until the server's prediction log holds ``count`` rows scored since ``since``."""
+    import pyarrow.dataset as ds
+
+    from fraudctl.adapters.offline import open_offline
+
+    with environ(served["env"]):
+        offline = open_offline(load_settings().settings)
+    deadline = time.monotonic() + LOG_FLUSH_S + 30
+    while time.monotonic() < deadline:
+        logged = offline.read("predictions", ["event_id"], ds.field("scored_at") >= since)
+        if logged.num_rows >= count:
+            return
+        time.sleep(1)
+    raise AssertionError(f"fewer than {count} predictions logged in {LOG_FLUSH_S + 30} s")
 
 
 def test_openapi_fuzzing_with_every_check_positive_and_negative_finds_nothing(

@@ -15,11 +15,16 @@ from fraudctl.config import Settings, load_settings
 from fraudctl.errors import Refused
 from fraudctl.services.promote import PromoteOptions, history, promote
 from tests.fakes import FakeBackends, FakeServer, InMemoryRegistry
+from tests.unit.test_quality import load, traffic
+
+# Served traffic of two equally good variants, half each: enough matured labels for the
+# quality gate to pass at the tests' margin (the product's default, 0.01, needs more).
+MARGIN = {"FRAUDCTL_PROMOTE_QUALITY_MARGIN": "0.05"}
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load_settings(environ={"FRAUDCTL_HOME": str(tmp_path)}, cwd=tmp_path).settings
+    return load_settings(environ={"FRAUDCTL_HOME": str(tmp_path)} | MARGIN, cwd=tmp_path).settings
 
 
 @pytest.fixture
@@ -39,9 +44,19 @@ def server(version: str, requests: int, error_rate: float, p95: float) -> dict[s
     }
 
 
-def backends_of(settings: Settings, registry: InMemoryRegistry,
-                answer: Any = dict) -> FakeBackends:  # fmt: skip
-    return FakeBackends(settings, registry=registry, serving=FakeServer(answer=answer))
+def backends_of(settings: Settings, registry: InMemoryRegistry, answer: Any = dict,
+                canary_signal: float | None = 2.0) -> FakeBackends:  # fmt: skip
+    """Fakes answering ``answer()`` for the server's status; with a prediction log of
+    served traffic (canary v2 at ``canary_signal``; the baseline's is 2.0) and its labels
+    unless ``canary_signal`` is None."""
+    backends = FakeBackends(settings, registry=registry, serving=FakeServer(answer=answer))
+    if canary_signal is not None:
+        load(backends.offline, SERVED[canary_signal])
+    return backends
+
+
+SERVED = {signal: traffic(12_000, 11, canary_signal=signal, canary_share=0.5)
+          for signal in (2.0, 0.3)}  # fmt: skip
 
 
 def run(settings: Settings, registry: InMemoryRegistry, status: dict[str, Any],
@@ -58,7 +73,8 @@ def test_a_canary_within_the_limits_is_promoted_and_its_share_reset(
 ) -> None:
     backends = backends_of(settings, registry, lambda: server("2", 600, 0.0, 20.0))
     decision, changes = run(settings, registry, {}, backends)
-    assert decision.outcome == "promoted" and decision.previous == "1"
+    assert decision.outcome == "promoted" and decision.previous == "1", decision.reason
+    assert [g.verdict for g in decision.gates] == ["pass", "pass"]
     assert registry.aliases(["production"]) == {"production": "2"}
     assert changes == [(0.0, "version 2 promoted to production")]
     assert registry.version_tags("2")["fraudctl.promote.production"] == "promoted"
@@ -107,12 +123,61 @@ def test_an_alias_moved_while_the_gates_ran_loses_and_changes_nothing(
     assert registry.aliases(["production"]) == {"production": third}
 
 
-def test_the_first_production_waives_the_canary_gate(settings: Settings) -> None:
+def test_the_first_production_waives_the_canary_and_quality_gates(settings: Settings) -> None:
     fake = InMemoryRegistry()
     fake.set_alias("staging", fake.add_version(object()))
-    decision, changes = run(settings, fake, {})
-    assert decision.outcome == "promoted" and decision.gates[0].rule == "waived"
+    decision, changes = run(settings, fake, {}, backends_of(settings, fake, canary_signal=None))
+    assert decision.outcome == "promoted"
+    assert [(g.name, g.rule) for g in decision.gates] == [("canary", "waived"),
+                                                         ("quality", "waived")]  # fmt: skip
     assert changes == []  # no production before: no canary share to reset
+
+
+# -- the quality gate -------------------------------------------------------------------
+
+
+def test_a_canary_worse_on_its_matured_labels_fails_the_quality_gate(
+    settings: Settings, registry: InMemoryRegistry
+) -> None:
+    backends = backends_of(settings, registry, lambda: server("2", 600, 0.0, 20.0), 0.3)
+    decision, changes = run(settings, registry, {}, backends)
+    assert decision.outcome == "refused" and changes == []
+    canary, quality = decision.gates
+    assert (canary.verdict, quality.verdict) == ("pass", "fail")
+    assert quality.measured["high"] < -0.05 and "the canary is worse" in decision.reason
+    assert quality.measured["canary"]["version"] == "2"
+    assert quality.measured["baseline"]["version"] == "1"
+    recorded = history(backends.offline, registry.model_name)[-1]
+    assert [g["verdict"] for g in recorded["gates"]] == ["pass", "fail"]
+
+
+def test_without_matured_labels_the_quality_gate_is_inconclusive_and_keeps_the_canary(
+    settings: Settings, registry: InMemoryRegistry
+) -> None:
+    import json
+
+    backends = backends_of(settings, registry, lambda: server("2", 600, 0.0, 20.0), None)
+    decision, changes = run(settings, registry, {}, backends)
+    assert decision.outcome == "inconclusive" and changes == []  # the canary keeps running
+    quality = decision.gates[1]
+    assert quality.verdict == "inconclusive" and not quality.passed
+    assert "0 matured labels < 200" in quality.detail and "keeps running" in decision.reason
+    empty = {"labeled": 0, "positives": 0, "value": None, "variance": None}
+    assert quality.measured["canary"] == {"variant": "canary", "version": None} | empty
+    assert "NaN" not in json.dumps(decision.as_dict())
+    assert registry.aliases(["production"]) == {"production": "1"}
+
+
+def test_the_quality_rule_comes_from_the_settings(
+    tmp_path: Path, registry: InMemoryRegistry
+) -> None:
+    """At the product's default margin (0.01) two equal variants of 6,000 predictions
+    each cannot be told apart yet: inconclusive, not pass and not fail."""
+    default = load_settings(environ={"FRAUDCTL_HOME": str(tmp_path)}, cwd=tmp_path).settings
+    backends = backends_of(default, registry, lambda: server("2", 600, 0.0, 20.0))
+    decision, _changes = run(default, registry, {}, backends)
+    assert decision.outcome == "inconclusive"
+    assert "spans -0.01" in decision.gates[1].detail
 
 
 def test_nothing_to_promote_and_an_unknown_version_are_refused(settings: Settings) -> None:

@@ -41,13 +41,15 @@ def predictions(rows: list[dict[str, Any]]) -> Any:
     return predictions_table([base | row for row in rows])
 
 
-def traffic(n: int, seed: int, *, label_share: float = 1.0, shadow: bool = False) -> dict[str, Any]:
+def traffic(n: int, seed: int, *, label_share: float = 1.0, shadow: bool = False,
+            canary_signal: float = 0.8, canary_share: float = 0.1) -> dict[str, Any]:  # fmt: skip
     """n served predictions over the last two days: 90 % baseline (v1, good), 10 %
-    canary (v2, weaker); labels for ``label_share`` of them, 30 min after the event."""
+    canary (v2, weaker: ``canary_signal`` < the baseline's 2.0); labels for
+    ``label_share`` of them, 30 min after the event."""
     rng = np.random.default_rng(seed)
     fraud = rng.random(n) < 0.05
-    canary = rng.random(n) < 0.1
-    signal = np.where(canary, 0.8, 2.0)
+    canary = rng.random(n) < canary_share
+    signal = np.where(canary, canary_signal, 2.0)
     score = 1 / (1 + np.exp(-(rng.normal(0, 1, n) + signal * fraud - 2.5)))
     scored = [NOW - timedelta(seconds=float(x)) for x in rng.uniform(2 * DELAY, 2 * 86400, n)]
     rows = [{"event_id": f"e{i}", "scored_at": scored[i], "score": float(score[i]),

@@ -2,8 +2,10 @@
 and every number reported, so anyone can recompute the result from the JSON.
 
 The PSI itself is Evidently's PSI stat test; fraudctl decides the bins and hands Evidently
-the binned values as categories (Evidently's own numeric binning uses equal-width edges
-over both windows together, which moves with the window being judged):
+the binned values as categories — for the number and for the HTML report alike, so the
+report shows the same bins, counts, PSI, threshold and verdict as ``--json``
+(Evidently's own numeric binning uses equal-width edges over both windows together,
+which moves with the window being judged):
 
 - **numeric** features: quantile edges of the *reference* only, inner edges
   ``quantile(reference, k / n)`` for ``k = 1 … n - 1`` (inverted CDF: the smallest
@@ -25,7 +27,7 @@ independent check.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -150,41 +152,66 @@ def psi_from_counts(reference_counts: Sequence[int], current_counts: Sequence[in
     return float(np.sum((ref_share - cur_share) * np.log(ref_share / cur_share)))
 
 
+def binned(frame: Any, features: Sequence[Mapping[str, Any]]) -> Any:
+    """Each row of ``frame`` as the bin label of each feature, by the bins a drift result
+    recorded (its ``edges`` for a numeric feature): the very labels its PSI was
+    computed from."""
+    import pandas as pd
+
+    columns = {}
+    for found in features:
+        values = frame[found["feature"]].to_numpy()
+        columns[found["feature"]] = (
+            categorical_labels(values)
+            if found["kind"] == "categorical"
+            else numeric_labels(values, found["edges"] or [])
+        )
+    return pd.DataFrame(columns)
+
+
 def evidently_snapshot(
-    reference: Any, current: Any, columns: Sequence[str], categorical: Collection[str]
+    reference: Any, current: Any, features: Sequence[Mapping[str, Any]], threshold: float
 ) -> Any:
-    """Evidently's data drift preset (PSI) over ``columns``."""
+    """Evidently's data drift preset over fraudctl's binned values: per feature
+    Evidently's PSI on the same bins (so the same number), drifted at ``threshold``, and
+    the dataset drifted when one feature is (``drift_share`` 1/n: fraudctl's verdict,
+    the largest PSI at or over the threshold)."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    definition = DataDefinition(
-        numerical_columns=[c for c in columns if c not in categorical],
-        categorical_columns=[c for c in columns if c in categorical],
-    )
-    return Report([DataDriftPreset(method="psi")]).run(
-        Dataset.from_pandas(current[list(columns)], data_definition=definition),
-        Dataset.from_pandas(reference[list(columns)], data_definition=definition),
+    names = [f["feature"] for f in features]
+    definition = DataDefinition(categorical_columns=names)
+    preset = DataDriftPreset(method="psi", threshold=threshold, drift_share=1 / len(names))
+    # With its tests: they state each feature's threshold and the verdict in words.
+    return Report([preset], include_tests=True).run(
+        Dataset.from_pandas(binned(current, features), data_definition=definition),
+        Dataset.from_pandas(binned(reference, features), data_definition=definition),
     )
 
 
 def write_report(
-    reference: Any, current: Any, path: Path, columns: Sequence[str], categorical: Collection[str]
+    reference: Any,
+    current: Any,
+    path: Path,
+    features: Sequence[Mapping[str, Any]],
+    threshold: float,
 ) -> None:
-    """The Evidently snapshot as one HTML file."""
-    snapshot = evidently_snapshot(reference, current, columns, categorical)
+    """The Evidently snapshot of a drift result as one HTML file."""
+    snapshot = evidently_snapshot(reference, current, features, threshold)
     path.parent.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(path))
 
 
 class EvidentlyReporter:
-    """:class:`fraudctl.ports.DriftReporter`: Evidently's data-drift report as HTML."""
+    """:class:`fraudctl.ports.DriftReporter`: Evidently's data-drift report as HTML, of
+    the drift result's own bins and threshold."""
 
     def write_report(
         self,
         reference: Any,
         current: Any,
         path: Path,
-        columns: Sequence[str],
-        categorical: Collection[str],
+        features: Sequence[Mapping[str, Any]],
+        threshold: float,
     ) -> None:
-        write_report(reference, current, path, columns, categorical)
+        write_report(reference, current, path, features, threshold)

@@ -79,7 +79,7 @@ def quality(
     (insufficient_data, its figures left out); 3 a store or the registry is unreachable.
     """
     from fraudctl.services.drift import WindowSpec
-    from fraudctl.services.quality import QualityOptions, history, measure_quality
+    from fraudctl.services.quality import QualityOptions, history, measure_quality, options_of
     from fraudctl.timespec import parse_duration
 
     state = state_of(ctx)
@@ -104,16 +104,8 @@ def quality(
     def options_at(now: datetime) -> QualityOptions:
         spec = WindowSpec.parse("--window", window, now=now, training_allowed=False)
         assert spec.start is not None and spec.end is not None
-        return QualityOptions(
-            start=spec.start,
-            end=spec.end,
-            as_of=now,
-            by=by,
-            top_k=settings.quality_top_k if top_k is None else top_k,
-            max_label_delay_s=settings.quality_max_label_delay_s,
-            min_labels=settings.quality_min_labels,
-            min_positives=settings.quality_min_positives,
-        )
+        overrides = {"as_of": now, "by": by} | ({} if top_k is None else {"top_k": top_k})
+        return options_of(settings, spec.start, spec.end, **overrides)
 
     options = options_at(datetime.now(UTC))  # a bad --window or --by: exit 2 before anything
     if follow:

@@ -224,7 +224,8 @@ def watch(
     ctx: typer.Context,
     url: UrlOption = DEFAULT_URL,
     auto_rollback: Annotated[
-        bool, typer.Option("--auto-rollback", help="Roll back when a threshold is crossed.")
+        bool,
+        typer.Option("--auto-rollback", help="Roll back on the first breach (serving or quality)."),
     ] = False,
     max_error_rate: Annotated[
         float | None,
@@ -236,57 +237,64 @@ def watch(
     min_requests: Annotated[int, typer.Option(min=1)] = 200,
     window: Annotated[str, typer.Option(help="Trailing window judged, e.g. 5m.")] = "5m",
     interval: Annotated[str, typer.Option(help="Time between checks.")] = "5s",
+    quality_every: Annotated[
+        str,
+        typer.Option(
+            help="Time between quality checks (the canary against the baseline on matured "
+            "labels, the production quality gate's rule); 0: none."
+        ),
+    ] = "5m",
+    quality_window: Annotated[
+        str, typer.Option(help="Served traffic the quality check reads, e.g. 24h.")
+    ] = "24h",
     for_: Annotated[
         str | None, typer.Option("--for", help="Stop watching after this long (exit 0).")
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check the canary every --interval over the trailing --window; with enough requests,
-    an error rate or p95 above the limits is a breach. With --auto-rollback a breach sets
-    the canary to 0 % (recording what was seen) and exits 4."""
+    an error rate or p95 above the limits is a breach. Every --quality-every, a canary
+    significantly worse than the baseline on its matured labels (settings
+    promote_quality_*) is a breach too. With --auto-rollback a breach sets the canary to
+    0 % (recording what was seen) and exits 4."""
     from dataclasses import replace
 
     from fraudctl.errors import Refused
-    from fraudctl.gates import CanaryWindow, Limits, canary_breach
+    from fraudctl.gates import Limits
+    from fraudctl.services.canary import WatchOptions, watch_canary
 
-    defaults = Limits.of(state_of(ctx).settings)
+    state = state_of(ctx)
+    defaults = Limits.of(state.settings)
     limits = replace(
         defaults,
         max_error_rate=defaults.max_error_rate if max_error_rate is None else max_error_rate,
         max_p95_ms=defaults.max_p95_ms if max_p95_ms is None else max_p95_ms,
         min_requests=min_requests,
     )
-    window_s = parse_duration("--window", window)
-    every_s = parse_duration("--interval", interval)
-    until = time.monotonic() + parse_duration("--for", for_) if for_ else None
-    checks = 0
+    quality_every_s = 0.0 if quality_every.strip() == "0" else parse_duration(
+        "--quality-every", quality_every
+    )  # fmt: skip
+    options = WatchOptions(
+        url=url,
+        limits=limits,
+        window_s=parse_duration("--window", window),
+        every_s=parse_duration("--interval", interval),
+        for_s=parse_duration("--for", for_) if for_ else None,
+        auto_rollback=auto_rollback,
+        quality_every_s=quality_every_s,
+        quality_window_s=parse_duration("--quality-window", quality_window),
+    )
     with GracefulStop() as stop:
-        while not stop.requested() and (until is None or time.monotonic() < until):
-            result = call_server(url, "GET", f"/v1/canary?window={window_s}")
-            checks += 1
-            seen = CanaryWindow.of(result["variants"].get("canary"), result["window_s"])
-            breach = canary_breach(seen, result["canary_weight"], limits)
-            if breach is not None:
-                if not auto_rollback:
-                    err_console.print(f"[red]breach[/red]: {breach}")
-                else:
-                    change = call_server(
-                        url,
-                        "POST",
-                        "/v1/canary",
-                        {"weight": 0, "reason": f"auto-rollback: {breach}"},
-                    )
-                    # One JSON document with --json: the error, with what was done.
-                    raise Refused(
-                        f"canary rolled back: {breach}",
-                        details={"rolled_back": True, "breach": breach, "change": change,
-                                 "checks": checks},
-                    )  # fmt: skip
-            deadline = time.monotonic() + every_s
-            while time.monotonic() < deadline and not stop.requested():
-                time.sleep(0.1)
-    summary = {"rolled_back": False, "checks": checks}
+        result = watch_canary(
+            state.backends,
+            options,
+            stop.requested,
+            lambda breach: err_console.print(f"[red]breach[/red]: {breach}"),
+        )
+    if result.rolled_back:
+        # One JSON document with --json: the error, with what was done and seen.
+        raise Refused(f"canary rolled back: {result.breach}", details=result.as_dict())
     if as_json:
-        print_json(summary)
+        print_json(result.as_dict())
     else:
-        console.print(f"no breach in {checks} check(s)")
+        console.print(f"no breach in {result.checks} check(s) ({result.quality_checks} of quality)")

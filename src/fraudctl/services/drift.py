@@ -203,7 +203,9 @@ def run_drift(
         progress("writing the Evidently report")
         home = backends.settings.home
         report = options.report or home / "drift" / f"drift-{int(time.time())}.html"
-        backends.drift_reporter.write_report(reference, current, report, MONITORED, CATEGORIES)
+        backends.drift_reporter.write_report(
+            reference, current, report, result.features, options.threshold
+        )
         result.report = str(report)
         result.report_uri = offline.copy_file(report, f"drift-reports/{report.name}")
         result.run_id = log_to_mlflow(registry, result, report)

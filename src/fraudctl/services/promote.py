@@ -9,9 +9,12 @@ decision — passed or not — with what each gate measured.
 - ``production`` (for ``staging`` or ``--version``): the **canary gate** needs the
   version to have served as canary on the running server for enough requests, within
   the error-rate and p95 limits (settings ``canary_max_error_rate``,
-  ``canary_max_p95_ms``); passing also sets the canary share to 0.  With no
-  ``production`` yet nothing is being protected: the gate is waived and the waiver
-  recorded.
+  ``canary_max_p95_ms``); the **quality gate** needs the canary's served predictions,
+  judged on their matured labels, to be no worse than the baseline's over the same time
+  range (settings ``promote_quality_*``; pass, fail or *inconclusive* — too few labels
+  yet, which refuses without failing: outcome ``inconclusive``, the canary keeps
+  running).  Passing also sets the canary share to 0.  With no ``production`` yet
+  nothing is being protected: both are waived and the waiver recorded.
 
 An alias moves by compare-and-set under a lock (a Redis key in ``stack``, a file lock in
 ``local``): if the alias changed while the gates were evaluated, this promotion lost
@@ -39,9 +42,10 @@ from fraudctl.gates import (
     Limits,
     auc_gate,
     canary_gate,
-    canary_waived,
     drift_gate,
+    production_waived,
     promotion_source,
+    quality_gate,
 )
 from fraudctl.ports import Backends, FeatureStore, Lock, ModelRegistry, OfflineStore, RecordLog
 
@@ -57,7 +61,7 @@ class Decision:
     to: str
     version: str
     previous: str | None  # what the alias pointed at before
-    outcome: str  # promoted | refused | dry_run | lost
+    outcome: str  # promoted | refused | inconclusive | dry_run | lost
     reason: str
     gates: list[Gate] = field(default_factory=list)
     at: str = ""
@@ -65,7 +69,10 @@ class Decision:
     git_commit: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        found = asdict(self)
+        for gate, shown in zip(self.gates, found["gates"], strict=True):
+            shown["verdict"] = gate.verdict
+        return found
 
     def failed(self) -> list[Gate]:
         return [g for g in self.gates if not g.passed]
@@ -102,6 +109,23 @@ def measure_auc(frame: Any, version_model: Any, staging_model: Any | None, limit
         staging_auc = float(roc_auc_score(labels, staging_model.scores(frame)))
         staging = (str(staging_model.version), staging_auc)
     return auc_gate(window, auc, staging, limits)
+
+
+def measure_quality_gate(backends: Backends, version: str, limits: Limits) -> Gate:
+    """The canary's (``version``) and the baseline's matured labels over the same time
+    range of served traffic; the quality gate decides."""
+    from fraudctl.services.quality import canary_samples
+
+    samples = canary_samples(
+        backends,
+        version,
+        limits.quality.metric,
+        backends.settings.promote_quality_window_s,
+        datetime.now(UTC),
+    )
+    gate = quality_gate(samples.baseline, samples.canary, limits.quality)
+    gate.measured["window"] = samples.window
+    return gate
 
 
 # -- the lock and the log -------------------------------------------------------------
@@ -157,7 +181,7 @@ def promote(
     if options.to == Alias.STAGING:
         decision.gates = _staging_gates(backends, decision, progress, limits)
     elif production is None:
-        decision.gates = [canary_waived()]
+        decision.gates = production_waived()
     else:
         progress("reading the canary's serving metrics")
         status = server.status(CANARY_WINDOW_S)
@@ -167,9 +191,17 @@ def promote(
         decision.gates = [
             canary_gate(window, canary.get("model_version"), decision.version, limits)
         ]
+        progress("judging the canary on its matured labels")
+        decision.gates.append(measure_quality_gate(backends, decision.version, limits))
     failed = decision.failed()
     if failed:
-        decision.reason = "; ".join(f"{g.name} gate: {g.detail}" for g in failed)
+        decision.reason = "; ".join(
+            f"{g.name} gate{' (inconclusive)' if g.inconclusive else ''}: {g.detail}"
+            for g in failed
+        )
+        if all(g.inconclusive for g in failed):
+            decision.outcome = "inconclusive"
+            decision.reason += "; the canary keeps running"
     elif options.dry_run:
         decision.outcome, decision.reason = "dry_run", "every gate passed; nothing moved"
     else:

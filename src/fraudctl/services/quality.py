@@ -17,6 +17,7 @@ from typing import Any
 
 from fraudctl import quality as q
 from fraudctl.errors import UsageError
+from fraudctl.gates import QualitySample
 from fraudctl.ports import Backends, Gauge, MetricsPusher, ModelRegistry, OfflineStore, RecordLog
 
 QUALITY_LOG = "quality-log"  # in the offline store: one JSON object per run
@@ -284,6 +285,71 @@ def figures_of(labeled: Any, rows: Any, options: QualityOptions) -> dict[str, q.
         "top_k_precision": q.top_k_precision(days, labeled["user_id"], y, s, options.top_k, c),
         "fraud_share": q.wilson(int(np.sum(y)), len(y), c),
     }
+
+
+def options_of(settings: Any, start: datetime, end: datetime, **overrides: Any) -> QualityOptions:
+    """The quality options the settings give for a window (``as_of`` = its end)."""
+    values: dict[str, Any] = {
+        "start": start,
+        "end": end,
+        "as_of": end,
+        "top_k": settings.quality_top_k,
+        "max_label_delay_s": settings.quality_max_label_delay_s,
+        "min_labels": settings.quality_min_labels,
+        "min_positives": settings.quality_min_positives,
+    }
+    return QualityOptions(**(values | overrides))
+
+
+@dataclass(frozen=True)
+class CanarySamples:
+    """What the quality gate compares: each variant's matured labels over one window."""
+
+    baseline: QualitySample
+    canary: QualitySample
+    window: dict[str, str | None]
+
+
+def canary_samples(
+    backends: Backends, canary_version: str | None, metric: str, window_s: float, now: datetime
+) -> CanarySamples:
+    """The canary's served predictions (of ``canary_version`` when given) over the last
+    ``window_s``, and the baseline's over the same time range — from the canary's first
+    such prediction to its last — each with its matured labels, the figure ``metric``
+    and the variance of its estimate."""
+    from datetime import timedelta
+
+    options = options_of(backends.settings, now - timedelta(seconds=window_s), now)
+    rows = matured_rows(backends.offline, backends.registry, options)
+    canary = rows[rows["variant"] == "canary"]
+    if canary_version is not None:
+        canary = canary[canary["model_version"].astype(str) == str(canary_version)]
+    if len(canary):
+        first, last = canary["scored_at"].min(), canary["scored_at"].max()
+        in_range = (rows["scored_at"] >= first) & (rows["scored_at"] <= last)
+        baseline = rows[(rows["variant"] == "baseline") & in_range]
+        window = {"start": first.isoformat(), "end": last.isoformat()}
+    else:
+        baseline = rows.iloc[0:0]
+        window = {"start": None, "end": None}
+    return CanarySamples(
+        _sample("baseline", baseline, metric), _sample("canary", canary, metric), window
+    )
+
+
+def _sample(variant: str, rows: Any, metric: str) -> QualitySample:
+    labeled = rows[rows["state"] == "labeled"]
+    y = labeled["label"].to_numpy(dtype=int)
+    found = q.VARIANCES[metric](y, labeled["score"].to_numpy(dtype=float)) if len(y) else None
+    versions = sorted({str(v) for v in rows["model_version"].dropna().unique()})
+    return QualitySample(
+        variant=variant,
+        version=",".join(versions) or None,
+        labeled=len(labeled),
+        positives=int(y.sum()),
+        value=found[0] if found else None,
+        variance=found[1] if found else None,
+    )
 
 
 def quality_gauges(result: QualityResult) -> list[Gauge]:

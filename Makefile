@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 FRAUDCTL := $(BIN)/fraudctl
 STAMP := $(VENV)/.installed
 TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+TEST_DURATIONS ?= 20
 
 .PHONY: help install tools system-deps demo test test-fast test-unit lint format services services-down clean lock dashboards docs diagram bench
 
@@ -55,12 +56,13 @@ demo: install .env
 	$(FRAUDCTL) demo
 
 # Every test: the unit tier spread over the cores (pytest-xdist), then the tests against
-# real services, a module per worker (--dist loadfile: a module's own servers and data
-# stay on one worker); each worker runs its own native stack on free ports.
+# real services spread the same way (--dist loadgroup: a module with one module-wide
+# setup is marked xdist_group and stays on one worker); each worker runs its own native
+# stack on free ports.
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) tests/unit
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile \
-	  --durations=20 tests/integration tests/faults
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup \
+	  --durations=$(TEST_DURATIONS) tests/integration tests/faults
 
 # The inner loop: no services, no network (tests/unit; under a minute on 2 cores).
 test-fast: $(STAMP)

@@ -301,4 +301,4 @@ class RecordingScoring:
         n = len(self.submitted)
         if self.fail:
             return ScoringStats(0, n, Counter({self.fail: n}) if n else Counter())
-        return ScoringStats(n, 0, Counter(), [1.0] * n)
+        return ScoringStats(n, 0, Counter(), [1.0] * n, Counter({"baseline": n} if n else {}))

@@ -112,6 +112,10 @@ class Limits:
         )
 
 
+# How a verdict is written for people (the promotion table, the version tags).
+SHOWN = {"pass": "pass", "fail": "FAIL", "inconclusive": "inconclusive"}
+
+
 @dataclass
 class Gate:
     """One gate's verdict, with what it measured and the rule it applied.  An

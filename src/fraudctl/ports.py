@@ -351,12 +351,14 @@ class ModelRegistry(Protocol):
 
 @dataclass
 class ScoringStats:
-    """What a scoring client saw: requests answered and failed, and their latency."""
+    """What a scoring client saw: requests answered and failed, their latency, and which
+    variant (baseline, canary) answered each."""
 
     answered: int = 0
     failed: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     latency_ms: list[float] = field(default_factory=list)  # of the answered requests
+    variants: Counter[str] = field(default_factory=Counter)  # of the answered requests
 
 
 class ScoringClient(Protocol):

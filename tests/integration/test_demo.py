@@ -18,7 +18,7 @@ from tests.integration.conftest import REDIS_DBS, private_corner
 STEPS = [
     "doctor", "produce", "materialize", "train-a", "drift-normal", "promote-a-staging",
     "promote-a-production", "train-b", "promote-b-staging", "serve", "canary-status",
-    "produce-drifted", "materialize-drifted", "drift-drifted", "train-c",
+    "produce-drifted", "materialize-drifted", "quality", "drift-drifted", "train-c",
     "promote-c-refused",
 ]  # fmt: skip
 COUNT = 12_000  # smaller than the default (20,000), to keep CI short
@@ -74,7 +74,8 @@ def check_report(profile: str, code: int, report: dict[str, Any], stderr: str) -
     assert summary["events"] == {
         "history": COUNT, "drifted": COUNT // 12, "materialized_valid": COUNT,
     }  # fmt: skip
-    assert steps["materialize-drifted"]["result"]["valid"] == COUNT // 12
+    # the drifted stream and the 3,000 events the serve step sent through `produce --score`
+    assert steps["materialize-drifted"]["result"]["valid"] == COUNT // 12 + 3000
     # three versions, aliased as the loop moved them; the refused one stays a candidate
     versions = [m["version"] for m in summary["models"]]
     assert len(set(versions)) == 3 and versions == sorted(versions, key=int)
@@ -94,6 +95,12 @@ def check_report(profile: str, code: int, report: dict[str, Any], stderr: str) -
     assert summary["canary"]["shadow_agreement"] is not None
     status = steps["canary-status"]["result"]
     assert status["canary_weight"] == 10
+    # the served traffic's labels: live quality of each variant (the canary's 10 % may
+    # have too few yet: insufficient_data, reported as such, never as a number)
+    quality = summary["quality"]
+    assert set(quality) == {"baseline", "canary", "shadow"}
+    assert quality["baseline"]["status"] == "ok" and quality["baseline"]["roc_auc"] > 0.7
+    assert all(q["labeled"] > 0 for q in quality.values())
     # drift: normal traffic ok, the drifted stream found, and C refused for it
     assert summary["drift"]["normal"]["status"] == "ok"
     assert summary["drift"]["normal"]["score"] < 0.3

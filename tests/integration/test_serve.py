@@ -32,6 +32,9 @@ from fraudctl.generator import ulid_from
 from fraudctl.serving.prediction_log import LOG_FLUSH_S
 from fraudctl.stack.native import free_ports, private_stack_env
 
+# One module-wide setup (its servers, models and data): the module runs on one xdist worker.
+pytestmark = pytest.mark.xdist_group("serve")
+
 USERS = 10_000
 
 

@@ -8,9 +8,9 @@ import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
+from scripts.false_alarms import verdicts
 
 from fraudctl.config import load_settings
 from fraudctl.gates import QualityRule, QualitySample, quality_breach, quality_comparison
@@ -104,34 +104,18 @@ def test_pr_auc_is_compared_when_the_rule_says_so(tmp_path: Path) -> None:
     )
 
 
-def _verdicts(tmp_path: Path, canary_signal: float, seeds: range) -> dict[str, int]:
-    """The gate's verdict for each seed's served traffic (half canary, half baseline,
-    12,000 predictions, 5 % fraud) under the product's default rule."""
-    settings = load_settings(environ={"FRAUDCTL_HOME": str(tmp_path)}, cwd=tmp_path).settings
-    from fraudctl.gates import Limits
-
-    rule = Limits.of(settings).quality
-    counts = {"pass": 0, "fail": 0, "inconclusive": 0}
-    for seed in seeds:
-        backends = FakeBackends(settings)
-        made: Any = traffic(12_000, 100 + seed, canary_signal=canary_signal, canary_share=0.5)
-        load(backends.offline, made)
-        found = canary_samples(backends, "2", rule.metric, 7 * 86400, datetime.now(UTC))
-        counts[quality_comparison(found.baseline, found.canary, rule)[0]] += 1
-    return counts
-
-
 def test_two_equally_good_models_raise_at_most_one_false_alarm_in_twenty_seeds(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The false-alarm rate (docs/quality.md#the-quality-gate): the same model quality on
-    both variants, 20 seeds."""
-    counts = _verdicts(tmp_path, 2.0, range(20))
+    both variants, 20 seeds, the product's default rule (scripts/false_alarms.py runs
+    more)."""
+    counts = verdicts(2.0, range(20))
     with capsys.disabled():
         print(f"\nequal models, 20 seeds: {counts}")
     assert counts["fail"] <= 1
 
 
-def test_a_clearly_worse_canary_fails_on_every_seed(tmp_path: Path) -> None:
-    counts = _verdicts(tmp_path, 0.8, range(5))
-    assert counts == {"pass": 0, "fail": 5, "inconclusive": 0}
+def test_a_clearly_worse_canary_fails_on_every_seed() -> None:
+    counts = verdicts(0.8, range(20))
+    assert counts == {"pass": 0, "fail": 20, "inconclusive": 0}

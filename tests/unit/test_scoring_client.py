@@ -42,7 +42,8 @@ class Server:
                     owner.in_flight -= 1
                     owner.received.append(body)
                 ok = self.path == "/v1/score" and b"fail" not in body
-                answer = json.dumps({"score": 0.1}).encode()
+                # An answer names the variant that gave it, as fraudctl serve's does.
+                answer = json.dumps({"score": 0.1, "variant": "baseline"}).encode()
                 self.send_response(200 if ok else 500)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(answer)))
@@ -87,6 +88,7 @@ def test_every_submitted_transaction_is_sent_once_and_answered(client: Any) -> N
     assert sorted(received()) == sorted(bodies)
     assert (stats.answered, stats.failed) == (300, 0) and not stats.errors
     assert len(stats.latency_ms) == 300 and all(ms >= 0 for ms in stats.latency_ms)
+    assert stats.variants == {"baseline": 300}
 
 
 def test_the_http_client_bounds_what_is_in_flight_and_counts_errors() -> None:
@@ -150,6 +152,7 @@ def test_produce_score_through_the_cli(cli: RunCli, tmp_path: Path, server: Serv
     assert summary["scored"] == 500 and summary["score_failed"] == 0
     assert summary["score_url"] == server.url and summary["score_p95_ms"] is not None
     assert summary["workers"] == 1  # one client: --score keeps one producer by default
+    assert summary["score_variants"] == {"baseline": 500}
     sent = {json.loads(body)["event_id"] for body in server.received}
     assert len(sent) == 500
 

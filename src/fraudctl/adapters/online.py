@@ -128,9 +128,18 @@ class OnlineState:
 
     def _s3_credentials(self) -> contextlib.AbstractContextManager[None]:
         """Feast's file offline store reads S3 through boto, which takes its keys from
-        the environment: lend it ours for the call, then put back what was there."""
+        the environment: lend it ours for the call, then put back what was there.
+
+        It lists the files through s3fs, whose instances (cached per process) keep every
+        listing they made forever: a long-lived process — `train --every`, a test run —
+        would then miss files written since (silently) and fail on ones replaced since
+        (FileNotFoundError). Each call starts from fresh instances, so it reads the
+        store as it is now."""
         if self.settings.offline_store != "s3":
             return contextlib.nullcontext()
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
         return environ(
             {
                 "AWS_ACCESS_KEY_ID": self.settings.require_secret("s3_access_key"),

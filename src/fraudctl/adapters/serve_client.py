@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -44,6 +45,15 @@ class ServeClient:
         return answer
 
 
+def _variant_of(answer: bytes) -> str:
+    """The ``variant`` of a score answer; "unknown" when it has none."""
+    try:
+        found = json.loads(answer).get("variant")
+    except (ValueError, AttributeError):
+        return "unknown"
+    return str(found) if found else "unknown"
+
+
 class HttpScoring:
     """:class:`fraudctl.ports.ScoringClient`: ``concurrency`` threads, each with its own
     keep-alive connection, POST every submitted transaction to ``/v1/score``."""
@@ -70,7 +80,7 @@ class HttpScoring:
         with httpx.Client(timeout=self._timeout_s) as client:
             while (body := self._queue.get()) is not None:
                 started = time.perf_counter()
-                reason = None
+                reason, variant = None, "unknown"
                 try:
                     response = client.post(
                         self.url + "/v1/score", content=body,
@@ -78,6 +88,8 @@ class HttpScoring:
                     )  # fmt: skip
                     if response.status_code != 200:
                         reason = f"HTTP {response.status_code}"
+                    else:
+                        variant = _variant_of(response.content)
                 except httpx.HTTPError as exc:
                     reason = type(exc).__name__
                 elapsed_ms = (time.perf_counter() - started) * 1000
@@ -85,6 +97,7 @@ class HttpScoring:
                     if reason is None:
                         self._stats.answered += 1
                         self._stats.latency_ms.append(elapsed_ms)
+                        self._stats.variants[variant] += 1
                     else:
                         self._stats.failed += 1
                         self._stats.errors[reason] += 1
@@ -109,4 +122,5 @@ class HttpScoring:
             errors = seen.errors.copy()
             if lost:
                 errors["timeout"] += lost
-            return ScoringStats(seen.answered, seen.failed + lost, errors, list(seen.latency_ms))
+            return ScoringStats(seen.answered, seen.failed + lost, errors, list(seen.latency_ms),
+                                seen.variants.copy())  # fmt: skip

@@ -202,6 +202,10 @@ def demo_steps(p: DemoPlan) -> list[Step]:
              "see `fraudctl produce --help`"),
         Step("materialize-drifted", "materialize the drifted stream", ["materialize"],
              "`fraudctl doctor` names an unreachable store"),
+        Step("quality", "live quality of the served traffic from its labels",
+             ["quality", "--window", "last:2h", "--by", "variant"],
+             "see `fraudctl quality --help`; a 10 % canary of a short run has too few "
+             "labels yet (exit 4, insufficient_data)", expected=(0, 4)),
         Step("drift-drifted", "drift on the drifted stream (expect drift)",
              ["drift", "--source", "events", "--current", p.window(4, 0)],
              "the drifted stream should move transaction_amount past PSI 0.3",
@@ -294,7 +298,7 @@ class Demo:
             results["produce"], results["materialize"],
             [results["train-a"], results["train-b"], results["train-c"]],
             results["drift-normal"], results["drift-drifted"], results["serve"],
-            results["promote-c-refused"],
+            results["promote-c-refused"], results["quality"],
         )  # fmt: skip
         self.report.ok = True
         return self.report
@@ -343,13 +347,15 @@ class Demo:
         )  # fmt: skip
         try:
             try:
-                url, events, variants = self._traffic(server)
+                url, produced = self._traffic(server)
             except (OSError, ValueError, KeyError, BackendUnavailable) as exc:
                 record.ok, record.result = False, {"error": str(exc)}
                 record.exit_code = server.poll() or 1
                 self.finish_step(record, hint)  # raises
             record.seconds = round(time.monotonic() - started, 2)
-            record.result = {"url": url, "rows": len(events), "variants": variants}
+            variants = produced.get("score_variants") or {}
+            record.result = {"url": url, "rows": produced.get("scored", 0), "variants": variants,
+                             "score_p95_ms": produced.get("score_p95_ms")}  # fmt: skip
             self.finish_step(record, hint)
             time.sleep(1.5)  # the server's live statistics sync every second
             status = self.step(
@@ -358,32 +364,33 @@ class Demo:
             )  # fmt: skip
         finally:
             stop_server(server)
-        return {"rows": len(events), "variants": variants, "status": status}
+        return {"rows": produced.get("scored", 0), "variants": variants, "status": status}
 
-    def _traffic(
-        self, server: subprocess.Popen[str]
-    ) -> tuple[str, list[dict[str, Any]], dict[str, int]]:
-        """Wait for the server's ready line, then score TRAFFIC_ROWS events of the
-        history's users (same seed: same homes and devices) in batches of 100."""
-        from fraudctl.adapters.serve_client import call_server
-        from fraudctl.generator import GeneratorOptions, TransactionGenerator, transaction_json
-
+    def _traffic(self, server: subprocess.Popen[str]) -> tuple[str, dict[str, Any]]:
+        """Wait for the server's ready line, then send it TRAFFIC_ROWS new events of the
+        history's users as the payment system would: `fraudctl produce --score`, each
+        event published to the bus too, its label right after (event times just before
+        the drifted window, so neither drift window holds them)."""
         assert server.stdout is not None
         ready_line = server.stdout.readline()
         if not ready_line:
             server.wait(timeout=60)
             raise OSError(f"the server exited {server.returncode} before it was ready")
         url = str(json.loads(ready_line)["url"])
-        generator = TransactionGenerator(
-            GeneratorOptions(seed=1), start=time.time() - TRAFFIC_ROWS / 100, rate=100
+        args = ["produce", "--rate", "0", "--count", str(TRAFFIC_ROWS), "--seed", "5",
+                "--population-seed", "1", "--span", "30m",
+                "--start", iso(self.plan.now - 5 * HOUR), "--label-delay", "0",
+                "--score", url, "--json"]  # fmt: skip
+        done = subprocess.run(
+            self.command(args), capture_output=True, text=True, env=self.env, check=False
         )
-        events = [json.loads(transaction_json(e)) for e in generator.batch(TRAFFIC_ROWS)]
-        variants: dict[str, int] = {}
-        for start in range(0, len(events), 100):
-            batch = {"transactions": events[start : start + 100]}
-            for row in call_server(url, "POST", "/v1/score/batch", batch, 60)["results"]:
-                variants[row["variant"]] = variants.get(row["variant"], 0) + 1
-        return url, events, variants
+        if done.returncode != 0:
+            raise OSError(f"`fraudctl {' '.join(args)}` exited {done.returncode}: "
+                          f"{_last_line_of(done.stderr)}")  # fmt: skip
+        produced: dict[str, Any] = json.loads(done.stdout)
+        if produced.get("score_failed"):
+            raise OSError(f"{produced['score_failed']} requests failed: {produced['score_errors']}")
+        return url, produced
 
     # -- the summary ------------------------------------------------------------------
 
@@ -403,6 +410,7 @@ class Demo:
         drift_found: dict[str, Any],
         served: dict[str, Any],
         refused: dict[str, Any],
+        quality: dict[str, Any],
     ) -> dict[str, Any]:
         drifted_steps = [s for s in self.report.steps if s.name == "produce-drifted"]
         canary = served["status"].get("variants", {}).get("canary", {})
@@ -445,6 +453,14 @@ class Demo:
                 },
                 "report": drift_found.get("report"),
                 "report_uri": drift_found.get("report_uri"),
+            },
+            "quality": {
+                g["group"]: {
+                    "status": g["status"],
+                    "labeled": g["counts"]["labeled"],
+                    "roc_auc": (g["figures"].get("roc_auc") or {}).get("value"),
+                }
+                for g in (quality or {}).get("groups", [])
             },
             "refused": {
                 "version": refused.get("version"),
@@ -494,6 +510,11 @@ def _brief(result: Any) -> str:
         failed = [c for c in result["checks"] if isinstance(c, dict) and not c.get("ok")]
         return "; ".join(f"{c.get('part')} ({c.get('target')}): {c.get('detail')}" for c in failed)
     return json.dumps(result, default=str)[:300]
+
+
+def _last_line_of(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
 
 
 def _last_line(log: Path) -> str:

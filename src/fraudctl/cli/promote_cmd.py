@@ -37,10 +37,13 @@ def promote(
     the newest labeled events is at least staging's (or the configured floor) and the
     newest drift result is ok; to production when it has served as canary with enough
     requests and its error rate and p95 within the limits (settings canary_max_error_rate,
-    canary_max_p95_ms: 1 % and 200 ms by default). Every decision is recorded.
+    canary_max_p95_ms: 1 % and 200 ms by default) and, on the matured labels of the
+    served traffic, it is no worse than the baseline (settings promote_quality_*; too few
+    labels yet is inconclusive: refused, the canary keeps running). Every decision is
+    recorded.
 
-    Exit 0 promoted (or --dry-run passed), 4 refused or lost to a concurrent promote,
-    3 a backend unreachable.
+    Exit 0 promoted (or --dry-run passed), 4 refused, inconclusive or lost to a
+    concurrent promote, 3 a backend unreachable.
     """
     from fraudctl.errors import UsageError
     from fraudctl.services.promote import TARGETS, PromoteOptions, history
@@ -68,14 +71,18 @@ def promote(
 
 
 def _show(outcome: dict[str, Any]) -> None:
+    from fraudctl.gates import SHOWN
+
     console.print(
         table(
             f"promote {outcome['model_name']} v{outcome['version']} → {outcome['to']}",
             ["gate", "result", "measured"],
-            [(g["name"], "pass" if g["passed"] else "FAIL", g["detail"]) for g in outcome["gates"]],
+            [(g["name"], SHOWN[g["verdict"]], g["detail"]) for g in outcome["gates"]],
         )
     )
-    colour = {"promoted": "green", "dry_run": "cyan"}.get(outcome["outcome"], "red")
+    colour = {"promoted": "green", "dry_run": "cyan", "inconclusive": "yellow"}.get(
+        outcome["outcome"], "red"
+    )
     console.print(f"[{colour}]{outcome['outcome']}[/{colour}]: {outcome['reason']}")
 
 

@@ -81,6 +81,7 @@ class ProduceSummary:
     score_errors: dict[str, int] = field(default_factory=dict)
     score_p50_ms: float | None = None
     score_p95_ms: float | None = None
+    score_variants: dict[str, int] = field(default_factory=dict)  # answered, by variant
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -261,6 +262,7 @@ class _Run:
         summary = self.summary
         summary.scored, summary.score_failed = stats.answered, stats.failed
         summary.score_errors = dict(stats.errors)
+        summary.score_variants = dict(stats.variants)
         if stats.latency_ms:
             p50, p95 = np.percentile(stats.latency_ms, [50, 95])
             summary.score_p50_ms, summary.score_p95_ms = float(p50), float(p95)
@@ -382,7 +384,8 @@ COUNTS = (
 def merge_summaries(parts: list[ProduceSummary]) -> ProduceSummary:
     merged = ProduceSummary()
     for part in parts:
-        add_counts(merged, part, COUNTS, ("invalid_by_kind", "failures", "score_errors"))
+        add_counts(merged, part, COUNTS,
+                   ("invalid_by_kind", "failures", "score_errors", "score_variants"))  # fmt: skip
         # Percentiles do not add up: the slowest worker's.
         for name in ("score_p50_ms", "score_p95_ms"):
             value = getattr(part, name)

@@ -35,6 +35,7 @@ from typing import Any
 from fraudctl.errors import BackendUnavailable, Refused
 from fraudctl.gates import (
     PROMOTION_TARGETS,
+    SHOWN,
     Alias,
     AucWindow,
     CanaryWindow,
@@ -140,9 +141,7 @@ def history(log: RecordLog, model_name: str) -> list[dict[str, Any]]:
 
 def _record(log: RecordLog, registry: ModelRegistry, decision: Decision) -> None:
     log.add_record(PROMOTIONS, decision.as_dict())
-    gates = "; ".join(
-        f"{g.name} {'pass' if g.passed else 'FAIL'}: {g.detail}" for g in decision.gates
-    )
+    gates = "; ".join(f"{g.name} {SHOWN[g.verdict]}: {g.detail}" for g in decision.gates)
     prefix = f"fraudctl.promote.{decision.to}"
     registry.tag_version(
         decision.version,

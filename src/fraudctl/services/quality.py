@@ -333,11 +333,14 @@ def canary_samples(
         baseline = rows.iloc[0:0]
         window = {"start": None, "end": None}
     return CanarySamples(
-        _sample("baseline", baseline, metric), _sample("canary", canary, metric), window
+        variant_sample("baseline", baseline, metric),
+        variant_sample("canary", canary, metric),
+        window,
     )
 
 
-def _sample(variant: str, rows: Any, metric: str) -> QualitySample:
+def variant_sample(variant: str, rows: Any, metric: str) -> QualitySample:
+    """One variant's rows (``matured_rows``' shape) as the quality gate's sample."""
     labeled = rows[rows["state"] == "labeled"]
     y = labeled["label"].to_numpy(dtype=int)
     found = q.VARIANCES[metric](y, labeled["score"].to_numpy(dtype=float)) if len(y) else None

@@ -32,9 +32,6 @@ from tests.integration.test_materialize import (
     produce,
 )
 
-# One module-wide setup (its servers, models and data): the module runs on one xdist worker.
-pytestmark = pytest.mark.xdist_group("outages")
-
 EVENTS = 40_000
 FRAUDCTL = [sys.executable, "-m", "fraudctl"]
 

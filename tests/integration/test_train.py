@@ -34,9 +34,6 @@ from tests.conftest import RunCli
 from tests.integration.conftest import REDIS_DBS, private_corner
 from tests.integration.test_materialize import materialize, produce
 
-# One module-wide setup (its servers, models and data): the module runs on one xdist worker.
-pytestmark = pytest.mark.xdist_group("train")
-
 
 def train(cli: RunCli, *args: str) -> dict[str, Any]:
     result = cli("train", "--json", *args)

@@ -270,7 +270,7 @@ def quality_comparison(baseline: QualitySample, canary: QualitySample,
     (the canary is at most ``margin`` worse, at that confidence); **fail**: it lies below
     ``-margin`` (significantly worse than the margin allows); **inconclusive**: it spans
     ``-margin``, or a variant has too few matured labels or fraud."""
-    from statistics import NormalDist
+    from fraudctl.quality import z_of
 
     measured: dict[str, Any] = {
         "metric": rule.metric,
@@ -286,9 +286,7 @@ def quality_comparison(baseline: QualitySample, canary: QualitySample,
     assert canary.value is not None and baseline.value is not None  # _short checked
     assert canary.variance is not None and baseline.variance is not None
     difference = canary.value - baseline.value
-    half = NormalDist().inv_cdf(0.5 + rule.confidence / 2) * math.sqrt(
-        canary.variance + baseline.variance
-    )
+    half = z_of(rule.confidence) * math.sqrt(canary.variance + baseline.variance)
     low, high = difference - half, difference + half
     measured |= {"difference": round(difference, 6), "low": round(low, 6),
                  "high": round(high, 6)}  # fmt: skip

@@ -64,7 +64,7 @@ test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile \
 	  --durations=$(TEST_DURATIONS) tests/integration tests/faults
 
-# The inner loop: no services, no network (tests/unit; under a minute on 2 cores).
+# The inner loop: no services, no network (tests/unit; about 80 s on 2 cores).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) tests/unit
 

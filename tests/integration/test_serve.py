@@ -136,6 +136,15 @@ def served(
             main(["stack", "down", "--native"])
 
 
+def a_fresh_second() -> datetime:
+    """The next whole second, once it has begun: a window that starts there holds no
+    request of an earlier test (windows and the log's filters are second-precise)."""
+    now = datetime.now(UTC)
+    start = now.replace(microsecond=0) + timedelta(seconds=1)
+    time.sleep((start - now).total_seconds())
+    return start
+
+
 def score_batch(url: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     for start in range(0, len(events), 1000):
@@ -215,7 +224,7 @@ def test_served_traffic_with_its_labels_gives_quality_equal_to_a_brute_force_joi
 
     from fraudctl.adapters.offline import open_offline
 
-    started = datetime.now(UTC).replace(microsecond=0)
+    started = a_fresh_second()
     env = served["env"]
     with environ(env):
         produced = cli("produce", "--rate", "0", "--count", "4000", "--label-delay", "0",
@@ -282,7 +291,7 @@ def _traffic_for_dashboards(served: dict[str, Any], pushgateway: str) -> None:
     score_batch(served["url"], [event(random.randrange(USERS)) for _ in range(2000)])
     for user in range(20):
         assert httpx.post(f"{served['url']}/v1/score", json=event(user)).status_code == 200
-    started = datetime.now(UTC).replace(microsecond=0)
+    started = a_fresh_second()
     with environ(served["env"]):
         # Served traffic that gets its labels (the follower materializes them).
         assert main(["produce", "--rate", "0", "--count", "4000", "--label-delay", "0",

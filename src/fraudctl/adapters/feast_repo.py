@@ -17,6 +17,8 @@ CLI.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -50,7 +52,43 @@ VIEW_SOURCES = {
 }
 
 
+# The Feast modules that carry typeguard's ``@typechecked``: ``feast`` itself and the
+# online store of the ``local`` profile (loaded by name when a store is opened).
+_FEAST_MODULES = ("feast", "feast.infra.online_stores.sqlite")
+
+
+def import_feast() -> None:
+    """Import Feast once per process, without typeguard's import-time instrumentation.
+
+    Feast decorates its classes with typeguard's ``@typechecked``, which re-parses and
+    recompiles each class's source when the module is imported: 2.7 of the 4.4 s that
+    ``import feast`` takes here (``python -X importtime``), paid by every fraudctl
+    process that opens the feature store (each CLI step, each serving replica).  The
+    decorator is a no-op under ``python -O``; this applies that one effect of ``-O``
+    to those modules alone, and restores typeguard for everything else.  fraudctl's own
+    calls into Feast are checked statically (mypy strict).  Measured in
+    docs/performance.md; if Feast was already imported (by a user's code), nothing
+    changes."""
+    if all(name in sys.modules for name in _FEAST_MODULES):
+        return
+    import typeguard
+
+    checked = typeguard.typechecked
+    typeguard.typechecked = _unchecked
+    try:
+        for name in _FEAST_MODULES:
+            importlib.import_module(name)
+    finally:
+        typeguard.typechecked = checked
+
+
+def _unchecked(target: Any = None, **_options: Any) -> Any:
+    """``typeguard.typechecked`` as it is under ``python -O``: the target unchanged."""
+    return target if target is not None else (lambda decorated: decorated)
+
+
 def repo_config(settings: Settings) -> Any:
+    import_feast()
     from feast.repo_config import RepoConfig
 
     feast_dir = settings.home / "feast"
@@ -81,6 +119,7 @@ def repo_config(settings: Settings) -> Any:
 
 
 def definitions(settings: Settings, offline_uri: str) -> list[Any]:
+    import_feast()
     from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
     from feast.types import Float64, String
 

@@ -302,3 +302,78 @@ class RecordingScoring:
         if self.fail:
             return ScoringStats(0, n, Counter({self.fail: n}) if n else Counter())
         return ScoringStats(n, 0, Counter(), [1.0] * n, Counter({"baseline": n} if n else {}))
+
+
+class FakeClock:
+    """A monotonic clock that only moves when slept on (at least 10 ms a sleep)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.01)
+
+
+class ScriptedChild:
+    """:class:`fraudctl.ports.Child` acting out its argv's last word (the words of
+    ``tests/child.py``, which the real processes run): ``exit:N`` exits with N at once,
+    ``run`` runs until a signal ends it, ``ignore-term`` survives SIGTERM."""
+
+    def __init__(self, pid: int, behaviour: str, log: Path, stdout: Path | None) -> None:
+        self.pid, self._behaviour = pid, behaviour
+        self._code: int | None = None
+        if behaviour.startswith("exit:"):
+            self._code = int(behaviour.removeprefix("exit:"))
+        with (stdout or log).open("a") as out:
+            out.write(f"{behaviour}\n")
+        log.touch()
+
+    def poll(self) -> int | None:
+        return self._code
+
+    def signal(self, signum: int) -> None:
+        import signal
+
+        if self._code is not None:
+            return
+        if signum == signal.SIGKILL or self._behaviour != "ignore-term":
+            self._code = -signum
+
+    def wait(self, timeout_s: float) -> int | None:
+        return self._code
+
+
+class ScriptedSpawner:
+    """:class:`fraudctl.ports.Spawner` of :class:`ScriptedChild`; keeps what it started.
+    With ``respond``, a command ending in ``--json`` is a job: ``respond(argv)`` gives its
+    exit code and the JSON document it prints; any other command runs until signalled."""
+
+    def __init__(
+        self, respond: Callable[[list[str]], tuple[int, dict[str, Any]]] | None = None
+    ) -> None:
+        self.respond = respond
+        self.started: list[ScriptedChild] = []
+        self.argvs: list[list[str]] = []
+        self.envs: list[dict[str, str]] = []
+        self._pids = itertools.count(1000)
+
+    def spawn(
+        self, argv: Sequence[str], log: Path, env: Mapping[str, str], stdout: Path | None = None
+    ) -> ScriptedChild:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        behaviour = argv[-1]
+        if self.respond is not None:
+            behaviour = "run"
+            if argv[-1] == "--json":
+                code, document = self.respond(list(argv))
+                behaviour = f"exit:{code}"
+                (stdout or log).write_text(json.dumps(document) + "\n")
+        child = ScriptedChild(next(self._pids), behaviour, log, None if argv[-1] == "--json"
+                              and self.respond is not None else stdout)  # fmt: skip
+        self.started.append(child)
+        self.argvs.append(list(argv))
+        self.envs.append(dict(env))
+        return child

@@ -24,6 +24,7 @@ from fraudctl.ports import (
     OfflineStore,
     ScoringClient,
     ServingControl,
+    Spawner,
 )
 
 
@@ -104,6 +105,13 @@ def open_scoring(url: str, concurrency: int) -> ScoringClient:
     from fraudctl.adapters.serve_client import HttpScoring
 
     return HttpScoring(url, concurrency)
+
+
+def open_spawner() -> Spawner:
+    """Child processes of the OS, each in a process group of its own (``fraudctl run``)."""
+    from fraudctl.adapters.processes import OsSpawner
+
+    return OsSpawner()
 
 
 def wire(settings: Settings) -> Wiring:

@@ -217,6 +217,28 @@ def canary_gate(window: CanaryWindow, serving_version: str | None, version: str,
     return Gate("canary", not problems, measured, rule, detail)
 
 
+def serving_gate(window: CanaryWindow, limits: Limits) -> Gate:
+    """A progressive-delivery step (:mod:`fraudctl.rollout`): the canary's traffic since
+    the step began.  Fewer than ``min_requests`` yet: inconclusive (as in
+    :func:`canary_breach`, a handful of requests proves nothing either way); over a
+    limit: fail (the one breach rule, :func:`canary_problems`); otherwise pass."""
+    rule = (
+        f"≥ {limits.min_requests} requests at this step, error rate ≤ "
+        f"{limits.max_error_rate:.2%}, p95 ≤ {limits.max_p95_ms:g} ms"
+    )
+    measured = {"requests": window.requests, "error_rate": window.error_rate,
+                "p95_ms": window.p95_ms, "window_s": window.window_s}  # fmt: skip
+    if window.requests < limits.min_requests:
+        detail = f"{window.requests} requests < {limits.min_requests}"
+        return Gate("serving", False, measured, rule, detail, inconclusive=True)
+    problems = canary_problems(window, limits)
+    if problems:
+        return Gate("serving", False, measured, rule, "; ".join(problems))
+    p95 = f"{window.p95_ms:.1f} ms" if window.p95_ms is not None else "n/a"
+    detail = f"{window.requests} requests, error rate {window.error_rate or 0.0:.2%}, p95 {p95}"
+    return Gate("serving", True, measured, rule, detail)
+
+
 def production_waived() -> list[Gate]:
     """The first production model: nothing to protect, nothing to compare with."""
     why = "no production model yet: nothing to protect"

@@ -392,6 +392,34 @@ class ServingControl(Protocol):
     def set_canary(self, weight: float, reason: str) -> dict[str, Any]: ...
 
 
+class Child(Protocol):
+    """A started child process, in a process group of its own."""
+
+    pid: int
+
+    def poll(self) -> int | None:
+        """Its exit code once it has exited (negative: the signal that ended it)."""
+        ...
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to its process group (nothing when it has exited)."""
+        ...
+
+    def wait(self, timeout_s: float) -> int | None:
+        """Its exit code, waiting up to ``timeout_s``; None if it is still running."""
+        ...
+
+
+class Spawner(Protocol):
+    """Starts child processes (the OS: ``adapters/processes.py``; scripted:
+    ``tests/fakes.py``), each writing stderr to ``log`` and stdout to ``stdout`` (both
+    appended; stdout to ``log`` too when ``stdout`` is None)."""
+
+    def spawn(
+        self, argv: Sequence[str], log: Path, env: Mapping[str, str], stdout: Path | None = None
+    ) -> Child: ...
+
+
 class Backends(Protocol):
     """Every port of the active settings, built once, on first use
     (``fraudctl.bootstrap.Wiring``; in memory: ``tests.fakes.FakeBackends``).  Services

@@ -12,7 +12,7 @@ import pytest
 from fraudctl.config import Settings, load_settings
 from fraudctl.gates import Limits
 from fraudctl.services.canary import WatchOptions, watch_canary
-from tests.fakes import FakeBackends, FakeServer
+from tests.fakes import FakeBackends, FakeClock, FakeServer
 from tests.unit.test_quality import load, traffic
 
 
@@ -26,17 +26,6 @@ def status(requests: int = 600, error_rate: float = 0.0, weight: float = 50.0) -
             "models": {"canary": {"model_version": "2"}},
             "variants": {"canary": {"requests": requests, "error_rate": error_rate,
                                     "p95_ms": 20.0}}}  # fmt: skip
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += max(seconds, 0.01)
 
 
 def watch(backends: FakeBackends, **changes: Any) -> Any:

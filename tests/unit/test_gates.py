@@ -25,6 +25,7 @@ from fraudctl.gates import (
     drift_gate,
     drift_status,
     promotion_source,
+    serving_gate,
 )
 
 LIMITS = Limits(max_error_rate=0.01, max_p95_ms=200.0, min_requests=500, drift_threshold=0.3,
@@ -112,6 +113,24 @@ def test_the_breach_rule_and_the_canary_gate_agree() -> None:
         window = CanaryWindow(600, error_rate, p95, 60.0)
         breached = canary_breach(window, 10.0, LIMITS) is not None
         assert breached == (not canary_gate(window, "3", "3", LIMITS).passed)
+
+
+# -- the serving gate (a progressive-delivery step) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("requests", "error_rate", "p95"), list(itertools.product(REQUESTS, ERROR_RATES, P95S))
+)
+def test_serving_gate_table(requests: int, error_rate: float | None, p95: float | None) -> None:
+    window = CanaryWindow(requests, error_rate, p95, 120.0)
+    gate = serving_gate(window, LIMITS)
+    within = (error_rate is None or error_rate <= 0.01) and (p95 is None or p95 <= 200.0)
+    expected = "inconclusive" if requests < 500 else ("pass" if within else "fail")
+    assert gate.verdict == expected and gate.name == "serving"
+    assert gate.measured == {"requests": requests, "error_rate": error_rate, "p95_ms": p95,
+                             "window_s": 120.0}  # fmt: skip
+    # one rule: a step fails exactly when watch would roll back at any weight
+    assert (gate.verdict == "fail") == (canary_breach(window, 10.0, LIMITS) is not None)
 
 
 def test_the_rule_text_names_the_limits() -> None:

@@ -62,6 +62,23 @@ class AppState:
         return self._wiring
 
 
+def global_args(flags: dict[str, str], env_file: Path | None, toml_file: Path | None) -> list[str]:
+    """The global options that give a child ``fraudctl`` these settings: ``--profile``
+    and ``--home`` when set, ``--set KEY=VALUE`` for the rest, the same files."""
+    flags = dict(flags)
+    args: list[str] = []
+    for name in ("profile", "home"):
+        if name in flags:
+            args += [f"--{name}", flags.pop(name)]
+    for key, value in flags.items():
+        args += ["--set", f"{key}={value}"]
+    if env_file is not None:
+        args += ["--env-file", str(env_file)]
+    if toml_file is not None:
+        args += ["--config", str(toml_file)]
+    return args
+
+
 def state_of(ctx: typer.Context) -> AppState:
     root = ctx.find_root()
     if not isinstance(root.obj, AppState):

@@ -123,15 +123,9 @@ class DemoPlan:
         return {"profile": self.profile, "home": str(self.home)} | flags
 
     def global_args(self) -> list[str]:
-        flags = self.child_flags()
-        args = ["--profile", flags.pop("profile"), "--home", flags.pop("home")]
-        for key, value in flags.items():
-            args += ["--set", f"{key}={value}"]
-        if self.env_file is not None:
-            args += ["--env-file", str(self.env_file)]
-        if self.toml_file is not None:
-            args += ["--config", str(self.toml_file)]
-        return args
+        from fraudctl.cli.common import global_args
+
+        return global_args(self.child_flags(), self.env_file, self.toml_file)
 
     def settings(self) -> Any:
         from fraudctl.config import load_settings

@@ -21,6 +21,7 @@ from fraudctl.cli import (
     produce_cmd,
     promote_cmd,
     quality_cmd,
+    run_cmd,
     serve_cmd,
     stack_cmd,
     train_cmd,
@@ -100,6 +101,7 @@ features_app = typer.Typer(help="Inspect features.", no_args_is_help=True)
 features_app.command("get")(materialize_cmd.features_get)
 app.add_typer(features_app, name="features")
 app.command("demo")(demo_cmd.demo)
+app.command("run")(run_cmd.run)
 
 
 def _reflow_help(typer_app: typer.Typer) -> None:

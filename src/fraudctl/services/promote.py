@@ -155,6 +155,31 @@ def _record(log: RecordLog, registry: ModelRegistry, decision: Decision) -> None
     )
 
 
+def record_canary_decision(
+    backends: Backends, version: str, outcome: str, reason: str, gates: list[Gate]
+) -> dict[str, Any]:
+    """A progressive-delivery transition (``fraudctl run``: the canary ``stepped`` to a
+    weight, or ``rolled_back``), recorded like a promotion: in the promotion log (so
+    ``promote --history`` lists it) and on the version's tags (``to`` is ``canary``)."""
+    from fraudctl.services.provenance import git_commit
+
+    decision = Decision(
+        id=uuid.uuid4().hex[:12],
+        model_name=backends.registry.model_name,
+        to="canary",
+        version=version,
+        previous=None,
+        outcome=outcome,
+        reason=reason,
+        gates=gates,
+        at=datetime.now(UTC).isoformat(),
+        user=getpass.getuser(),
+        git_commit=git_commit(),
+    )
+    _record(backends.offline, backends.registry, decision)
+    return decision.as_dict()
+
+
 # -- the command ----------------------------------------------------------------------
 
 

@@ -1,0 +1,158 @@
+"""`fraudctl run`."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from fraudctl.cli.common import (
+    GracefulStop,
+    JsonOption,
+    err_console,
+    global_args,
+    print_json,
+    state_of,
+)
+from fraudctl.errors import ExitCode, UsageError
+from fraudctl.timespec import parse_duration
+
+
+def run(
+    ctx: typer.Context,
+    rate: Annotated[
+        float, typer.Option(min=0.1, help="Events per second of the producer (served traffic).")
+    ] = 20.0,
+    no_produce: Annotated[
+        bool,
+        typer.Option("--no-produce", help="No producer: a real deployment has its own stream."),
+    ] = False,
+    canary_steps: Annotated[
+        str, typer.Option(help="Canary weights (percent of users), rising, comma-separated.")
+    ] = "10,25,50",
+    step_every: Annotated[
+        str, typer.Option(help="The least time at each step before it may advance.")
+    ] = "10m",
+    step_deadline: Annotated[
+        str | None,
+        typer.Option(help="A step with no verdict this long is rolled back (default: 6 steps)."),
+    ] = None,
+    train_every: Annotated[str, typer.Option(help="Retrain on this interval.")] = "1h",
+    drift_every: Annotated[str, typer.Option(help="Measure drift on this interval.")] = "15m",
+    quality_every: Annotated[
+        str, typer.Option(help="Measure live quality on this interval.")
+    ] = "5m",
+    check_every: Annotated[
+        str, typer.Option(help="Judge the canary's step on this interval.")
+    ] = "15s",
+    for_: Annotated[
+        str | None, typer.Option("--for", help="Stop after this long (else run until Ctrl-C).")
+    ] = None,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port of the server (0 = a free one).")
+    ] = 8000,
+    engine: Annotated[str, typer.Option(help="Server engine: ray (Ray Serve) or uvicorn.")] = "ray",
+    label_delay: Annotated[
+        float, typer.Option(min=0, help="Seconds after each event its true label is published.")
+    ] = 60.0,
+    history: Annotated[
+        int,
+        typer.Option(min=1000, help="With no production model yet: events of the first history."),
+    ] = 20_000,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the platform by itself: stream, features, serving, retraining, drift, quality
+    and progressive delivery, supervised, until Ctrl-C or --for.
+
+    Children (restarted with backoff when they exit; a child that keeps crashing stops
+    the run with exit 3): `materialize --follow`, `serve` (canary + shadow), and the
+    producer (`produce --score`). Jobs on their intervals: train, drift, quality. A new
+    candidate that passes the staging gates becomes the canary at the first step; each
+    step advances, holds or rolls back on the serving and quality gates; after the last,
+    `promote --to production`. Every decision goes to the promotion log
+    (`promote --history`). Logs under HOME/run-logs/. --json: one JSON line per event.
+    Ctrl-C / SIGTERM stops everything in order (producer, materialize, server): exit 130.
+    """
+    from fraudctl.bootstrap import open_spawner
+    from fraudctl.rollout import RolloutPlan
+    from fraudctl.services.run import Run, RunOptions
+
+    state = state_of(ctx)
+    settings = state.settings
+    try:
+        steps = RolloutPlan.parse_steps(canary_steps)
+    except ValueError as exc:
+        raise UsageError(f"--canary-steps: {exc}", hint="e.g. --canary-steps 10,25,50") from exc
+    if engine not in ("ray", "uvicorn"):
+        raise UsageError(f"--engine {engine!r} is not ray or uvicorn", hint="--engine ray")
+    step_s = parse_duration("--step-every", step_every)
+    deadline_s = parse_duration("--step-deadline", step_deadline) if step_deadline else 6 * step_s
+    try:
+        plan = RolloutPlan(steps=steps, step_every_s=step_s, deadline_s=deadline_s)
+    except ValueError as exc:
+        raise UsageError(str(exc), hint="--step-deadline must be at least --step-every") from exc
+    flags = {"home": str(settings.home)} | dict(state.flags)
+    options = RunOptions(
+        fraudctl=(sys.executable, "-m", "fraudctl",
+                  *global_args(flags, state.env_file, state.toml_file)),
+        logs=settings.home / "run-logs",
+        port=port or _free_port(),
+        engine=engine,
+        rate=None if no_produce else rate,
+        label_delay_s=label_delay,
+        plan=plan,
+        train_every_s=parse_duration("--train-every", train_every),
+        drift_every_s=parse_duration("--drift-every", drift_every),
+        quality_every_s=parse_duration("--quality-every", quality_every),
+        check_every_s=parse_duration("--check-every", check_every),
+        for_s=parse_duration("--for", for_) if for_ else None,
+        history_events=history,
+    )  # fmt: skip
+    import os
+
+    show = print_json if as_json else _print_event
+    with GracefulStop() as stop:
+        runner = Run(state.backends, options, open_spawner(), dict(os.environ), show,
+                     stop.requested)  # fmt: skip
+        summary = runner.run()
+    if as_json:
+        print_json({"event": "summary", **summary.as_dict()})
+    else:
+        _print_summary(summary.as_dict())
+    if summary.interrupted:
+        raise typer.Exit(ExitCode.INTERRUPTED)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _print_event(event: dict[str, Any]) -> None:
+    kind = event.get("event")
+    at = str(event.get("at", ""))[11:19]
+    if kind == "job":
+        mark = "[green]✓[/green]" if event.get("ok") else "[red]✗[/red]"
+        said = event.get("result") or event.get("error") or ""
+        line = f"{mark} {event['job']} ({event.get('seconds', 0)} s) {said}"
+    elif kind == "decision":
+        line = (f"[bold]decision[/bold] {event.get('to')} v{event.get('version')}: "
+                f"{event.get('outcome')} — {event.get('reason')}")  # fmt: skip
+    elif kind in ("exited", "restarted"):
+        line = f"[yellow]{kind}[/yellow] " + ", ".join(
+            f"{k} {v}" for k, v in event.items() if k not in ("at", "event")
+        )
+    else:
+        rest = ", ".join(f"{k} {v}" for k, v in event.items() if k not in ("at", "event"))
+        line = f"{kind} {rest}"
+    err_console.print(f"[dim]{at}[/dim] {line}")
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    err_console.print(
+        f"run stopped after {summary['seconds']:.0f} s: {len(summary['decisions'])} decisions, "
+        f"restarts {summary['restarts'] or 'none'}, jobs {summary['jobs']}"
+    )

@@ -1,0 +1,463 @@
+"""`fraudctl run`: the platform running by itself (docs/run.md).
+
+Children, supervised (:mod:`fraudctl.services.supervise`), each started once what it
+needs exists: ``materialize --follow`` (always), ``serve`` (once there is a production
+model), the producer (``produce --score``: served traffic whose labels follow; once the
+server is ready; optional).  Jobs, one at a time, each the real command in a child
+process with its JSON result kept: ``train``, ``drift`` and ``quality`` on wall-clock
+intervals (:mod:`fraudctl.schedule`), and the promotions they lead to.  Progressive
+delivery (:mod:`fraudctl.rollout`) judged in this process every ``check_every_s``: a
+candidate that passes the staging gates becomes the canary at the first step; each step
+advances, holds or rolls back on the serving and quality gates; after the last, ``promote
+--to production`` (its own gates again).  Every step and rollback is a decision in the
+promotion log, beside `promote`'s own.
+
+With no production model yet and a producer, the run first lays down a history
+(``produce --rate 0``), materializes it and trains, and promotes the first model through
+staging to production (nothing to protect yet: the production gates are waived).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fraudctl.errors import BackendUnavailable
+from fraudctl.gates import Alias, CanaryWindow, Gate, Limits, serving_gate
+from fraudctl.ports import Backends, Child, Gauge, Spawner
+from fraudctl.rollout import Move, Rollout, RolloutPlan, step_verdict
+from fraudctl.schedule import Every, next_due
+from fraudctl.services.supervise import Backoff, ChildSpec, Supervisor
+
+RUN_JOB = "fraudctl_run"  # the Pushgateway job of the run's gauges
+STOP_ORDER = ["produce", "materialize", "serve"]  # the producer first, the server last
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    fraudctl: tuple[str, ...]  # how to call fraudctl (interpreter, module, global flags)
+    logs: Path
+    port: int
+    engine: str = "ray"
+    rate: float | None = 20.0  # None: no producer (a real deployment has its own stream)
+    label_delay_s: float = 60.0
+    plan: RolloutPlan = field(default_factory=RolloutPlan)
+    train_every_s: float = 3600.0
+    drift_every_s: float = 900.0
+    quality_every_s: float = 300.0
+    check_every_s: float = 15.0
+    for_s: float | None = None
+    history_events: int = 20_000
+    backoff: Backoff = field(default_factory=Backoff)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class _Job:
+    name: str
+    child: Child
+    out: Path
+    log: Path
+    started: float
+    schedule: Every | None
+
+
+@dataclass
+class RunSummary:
+    seconds: float = 0.0
+    interrupted: bool = False
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    jobs: dict[str, dict[str, int]] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
+    rollout: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seconds": round(self.seconds, 1), "interrupted": self.interrupted,
+                "decisions": self.decisions, "jobs": self.jobs, "restarts": self.restarts,
+                "rollout": self.rollout}  # fmt: skip
+
+
+class Run:
+    def __init__(
+        self,
+        backends: Backends,
+        options: RunOptions,
+        spawner: Spawner,
+        env: dict[str, str],
+        emit: Callable[[dict[str, Any]], None],
+        should_stop: Callable[[], bool],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.backends, self.options, self._spawner, self._env = backends, options, spawner, env
+        self._emit_to, self._should_stop, self._clock, self._sleep = emit, should_stop, clock, sleep
+        self.limits = Limits.of(backends.settings)
+        self.supervisor = Supervisor(spawner, env, options.backoff, clock)
+        self.summary = RunSummary()
+        self._job: _Job | None = None
+        self._queue: list[str] = []
+        self._jobs_run = 0
+        self._rollout: Rollout | None = None
+        self._promoting: str | None = None  # the version whose production promotion runs
+        self._held: str | None = None
+        self._ready = False
+        self._bootstrapping = False
+        self._replan_at: float | None = None
+        now = clock()
+        self.schedules = [
+            Every("train", options.train_every_s, now + options.train_every_s),
+            Every("drift", options.drift_every_s, now + options.drift_every_s),
+            Every("quality", options.quality_every_s, now + options.quality_every_s),
+        ]
+        self._check = Every("canary-check", options.check_every_s, now)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self) -> RunSummary:
+        started = self._clock()
+        self.emit({"event": "run_started", "url": self.options.url, "logs": str(self.options.logs),
+                   "profile": self.backends.settings.profile})  # fmt: skip
+        self._plan_start()
+        try:
+            while not self._should_stop():
+                if self.options.for_s is not None and self._clock() - started >= self.options.for_s:
+                    break
+                self._tick()
+                self._sleep(0.2)
+            else:
+                self.summary.interrupted = True
+        finally:
+            self._stop()
+            self.summary.seconds = self._clock() - started
+            self.summary.restarts = self.supervisor.restarts()
+            self.summary.jobs = {s.name: {"runs": s.runs, "skipped": s.skipped}
+                                 for s in self.schedules}  # fmt: skip
+            self.emit({"event": "run_stopped", "seconds": round(self.summary.seconds, 1),
+                       "interrupted": self.summary.interrupted})  # fmt: skip
+        return self.summary
+
+    def _plan_start(self) -> None:
+        """What the run needs first: a production model to serve."""
+        production = self.backends.registry.aliases([Alias.PRODUCTION])[Alias.PRODUCTION]
+        if production is not None:
+            return
+        self._bootstrapping, self._replan_at = True, None
+        first = ["train", "drift-history", "promote-staging"]
+        if self.options.rate is not None:
+            events = self.options.history_events
+            self.emit({"event": "bootstrap", "reason": "no production model yet: a history of "
+                       f"{events:,} events, then train and promote"})  # fmt: skip
+            self._queue = ["history", "materialize", *first]
+        else:
+            self.emit({"event": "bootstrap", "reason": "no production model yet: training on "
+                       "what the stream has brought, then promoting"})  # fmt: skip
+            self._queue = first
+
+    def _tick(self) -> None:
+        for event in self.supervisor.check():
+            if event["event"] in ("exited", "restarted") and event["child"] == "serve":
+                self._ready = False
+            self.emit(event)
+            if event["event"] == "restarted":
+                self._push()
+        self._children()
+        if self._job is not None:
+            self._poll_job()
+        if self._job is None:
+            self._next_job()
+        now = self._clock()
+        if self._rollout is not None and self._promoting is None and self._check.due(now):
+            self._step()
+            self._check.ran(self._clock())
+
+    def _children(self) -> None:
+        """Start each child once what it needs is there."""
+        follow = not self._bootstrapping or self.options.rate is None  # else: its history first
+        if follow and not self.supervisor.known("materialize"):
+            self._start_child("materialize", ["materialize", "--follow"])
+        if not self._bootstrapping and not self.supervisor.known("serve"):
+            self._start_child("serve", ["serve", "--port", str(self.options.port), "--engine",
+                                        self.options.engine, "--canary", "0", "--shadow"],
+                              grace=60.0)  # fmt: skip
+        if self.supervisor.known("serve") and not self._ready and self.supervisor.running("serve"):
+            try:
+                self.backends.server(self.options.url).status(1.0)
+            except BackendUnavailable:
+                return
+            self._ready = True
+            self.emit({"event": "ready", "child": "serve", "url": self.options.url})
+        if self._ready and self.options.rate is not None and not self.supervisor.known("produce"):
+            self._start_child("produce", [
+                "produce", "--rate", f"{self.options.rate:g}", "--score", self.options.url,
+                "--label-delay", f"{self.options.label_delay_s:g}",
+                "--seed", str(int(time.time())),
+            ])  # fmt: skip
+
+    def _start_child(self, name: str, args: list[str], grace: float = 30.0) -> None:
+        spec = ChildSpec(name, (*self.options.fraudctl, *args), self.options.logs / f"{name}.log",
+                         stop_signal=signal.SIGTERM, stop_grace_s=grace)  # fmt: skip
+        self.emit(self.supervisor.start(spec))
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    def _next_job(self) -> None:
+        if self._queue:
+            self._start_job(self._queue.pop(0), None)
+            return
+        if self._bootstrapping:
+            if self._replan_at is not None and self._clock() >= self._replan_at:
+                self._plan_start()
+            return
+        due = next_due(self.schedules, self._clock())
+        if due is not None:
+            self._start_job(due.name, due)
+
+    def _job_args(self, name: str) -> list[str]:
+        url = self.options.url
+        return {
+            "history": ["produce", "--rate", "0", "--count", str(self.options.history_events),
+                        "--label-delay", "0", "--span", "24h", "--seed", "1"],
+            "materialize": ["materialize"],
+            "train": ["train"],
+            # the history's newest hours against the training window: the staging gate
+            # needs a drift result
+            "drift-history": ["drift", "--source", "events", "--current", "last:6h"],
+            # served traffic since the last drift run
+            "drift": ["drift", "--current", f"last:{max(self.options.drift_every_s, 60):.0f}s"],
+            "quality": ["quality", "--window", "last:24h", "--by", "variant"],
+            "promote-staging": ["promote", "--to", "staging"],
+            "promote-production": ["promote", "--to", "production", "--url", url],
+        }[name]  # fmt: skip
+
+    def _start_job(self, name: str, schedule: Every | None) -> None:
+        self._jobs_run += 1
+        stem = self.options.logs / "jobs" / f"{self._jobs_run:04d}-{name}"
+        out, log = stem.with_suffix(".json"), stem.with_suffix(".log")
+        argv = (*self.options.fraudctl, *self._job_args(name), "--json")
+        child = self._spawner.spawn(argv, log, self._env, out)
+        self._job = _Job(name, child, out, log, self._clock(), schedule)
+        self.emit({"event": "job_started", "job": name, "log": str(log)})
+
+    def _poll_job(self) -> None:
+        job = self._job
+        assert job is not None
+        code = job.child.poll()
+        if code is None:
+            return
+        self._job = None
+        if job.schedule is not None:
+            job.schedule.ran(self._clock())
+        result = _read_json(job.out)
+        event: dict[str, Any] = {
+            "event": "job", "job": job.name, "exit_code": code,
+            "seconds": round(self._clock() - job.started, 1), "log": str(job.log),
+        }  # fmt: skip
+        if code not in (0, 4):
+            error = (result or {}).get("error") or {}
+            event["error"] = error.get("message") or f"exited {code}; see its log"
+            self.emit(event | {"ok": False})
+            if self._bootstrapping:  # the history, its training: again from the top, later
+                self._queue = []
+                self._replan_at = self._clock() + min(self.options.train_every_s, 60.0)
+            return
+        event["result"] = _brief(job.name, result)
+        self.emit(event | {"ok": True})
+        self._after(job.name, result or {})
+
+    def _after(self, name: str, result: dict[str, Any]) -> None:
+        """What a job's result leads to."""
+        if name == "train" and result.get("version") is not None and not self._bootstrapping:
+            if self._rollout is None and self._promoting is None:
+                self._queue.append("promote-staging")
+        elif name == "promote-staging":
+            self._decided(result)
+            if result.get("outcome") != "promoted":
+                if self._bootstrapping:
+                    self._replan_at = self._clock() + min(self.options.train_every_s, 60.0)
+                return
+            version = str(result["version"])
+            if self._bootstrapping:
+                self._queue.append("promote-production")  # waived: nothing to protect yet
+            else:
+                self._begin_rollout(version)
+        elif name == "promote-production":
+            self._decided(result)
+            self._production_result(result)
+
+    def _production_result(self, result: dict[str, Any]) -> None:
+        outcome = result.get("outcome")
+        if self._bootstrapping:
+            if outcome == "promoted":
+                self._bootstrapping = False
+            else:
+                self._replan_at = self._clock() + min(self.options.train_every_s, 60.0)
+            return
+        version, self._promoting = self._promoting, None
+        if outcome == "promoted":
+            self._rollout, self.summary.rollout = None, None
+        elif outcome == "refused" and version is not None:
+            self._roll_back(version, f"promote --to production refused: {result.get('reason')}")
+        # inconclusive: the canary stays at its last step and is judged again
+        self._push()
+
+    # -- progressive delivery -----------------------------------------------------------
+
+    def _begin_rollout(self, version: str) -> None:
+        plan = self.options.plan
+        self._rollout = Rollout(version, 0, self._clock())
+        weight = plan.steps[0]
+        reason = f"version {version} passed the staging gates: canary at step 1 ({weight:g} %)"
+        self._set_weight(weight, reason)
+        self._record(version, "stepped", reason, [])
+
+    def _step(self) -> None:
+        rollout = self._rollout
+        assert rollout is not None
+        from fraudctl.services.promote import measure_quality_gate
+
+        server = self.backends.server(self.options.url)
+        window_s = max(self._clock() - rollout.since, 1.0)
+        try:
+            status = server.status(window_s)
+        except BackendUnavailable as exc:
+            self._hold(f"the server does not answer ({exc.message})")
+            return
+        serving_version = ((status.get("models") or {}).get("canary") or {}).get("model_version")
+        if str(serving_version) != rollout.version:
+            self._hold(f"the server does not serve version {rollout.version} as the canary yet "
+                       f"(canary: {serving_version or 'none'})")  # fmt: skip
+            return
+        window = CanaryWindow.of((status.get("variants") or {}).get("canary"), window_s)
+        serving = serving_gate(window, self.limits)
+        quality = measure_quality_gate(self.backends, rollout.version, self.limits)
+        verdict = step_verdict(self.options.plan, rollout, serving, quality, self._clock())
+        if verdict.move is Move.HOLD:
+            self._hold(verdict.reason)
+        elif verdict.move is Move.ADVANCE:
+            self._rollout = Rollout(rollout.version, rollout.step + 1, self._clock())
+            self._set_weight(verdict.weight, verdict.reason)
+            self._record(rollout.version, "stepped", verdict.reason, [serving, quality])
+        elif verdict.move is Move.ROLLBACK:
+            self._roll_back(rollout.version, verdict.reason, [serving, quality])
+        else:
+            self._promoting = rollout.version
+            self.emit({"event": "promoting", "version": rollout.version, "reason": verdict.reason})
+            self._queue.append("promote-production")
+        self._show_rollout()
+
+    def _hold(self, reason: str) -> None:
+        if reason != self._held:  # a hold is an event when its reason changes
+            self._held = reason
+            self.emit({"event": "hold", "reason": reason})
+
+    def _roll_back(self, version: str, reason: str, gates: list[Gate] | None = None) -> None:
+        self._set_weight(0.0, f"rollback: {reason}")
+        self._record(version, "rolled_back", reason, gates or [])
+        self._rollout = None
+
+    def _set_weight(self, weight: float, reason: str) -> None:
+        try:
+            self.backends.server(self.options.url).set_canary(weight, reason)
+        except BackendUnavailable as exc:
+            self.emit({"event": "warning", "reason": f"canary weight not set: {exc.message}"})
+        self._held = None
+
+    def _record(self, version: str, outcome: str, reason: str, gates: list[Gate]) -> None:
+        from fraudctl.services.promote import record_canary_decision
+
+        decision = record_canary_decision(self.backends, version, outcome, reason, gates)
+        self._decided(decision)
+        self._show_rollout()
+
+    def _decided(self, decision: dict[str, Any]) -> None:
+        if not decision.get("outcome"):
+            return
+        brief = {k: decision.get(k) for k in ("id", "to", "version", "outcome", "reason", "at")}
+        self.summary.decisions.append(brief)
+        self.emit({"event": "decision", **brief})
+        self._push()
+
+    def _show_rollout(self) -> None:
+        rollout = self._rollout
+        self.summary.rollout = None if rollout is None else {
+            "version": rollout.version, "step": rollout.step + 1,
+            "weight": rollout.weight(self.options.plan),
+        }  # fmt: skip
+
+    # -- observability and stopping -----------------------------------------------------
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self._emit_to({"at": datetime.now(UTC).isoformat(timespec="seconds"), **event})
+
+    def _push(self) -> None:
+        rollout = self.summary.rollout or {}
+        gauges = [
+            Gauge("fraudctl_run_canary_weight", "The canary weight the run set (percent).",
+                  float(rollout.get("weight") or 0.0)),
+            Gauge("fraudctl_run_canary_step", "The rollout step of the canary (0: none).",
+                  float(rollout.get("step") or 0)),
+        ]  # fmt: skip
+        restarts = self.supervisor.restarts()
+        gauges += [Gauge("fraudctl_run_restarts", "Restarts of a supervised child.", float(n),
+                         {"child": name}) for name, n in restarts.items()]  # fmt: skip
+        outcomes: dict[str, int] = {}
+        for decision in self.summary.decisions:
+            outcomes[str(decision["outcome"])] = outcomes.get(str(decision["outcome"]), 0) + 1
+        gauges += [Gauge("fraudctl_run_decisions", "Decisions the run recorded, by outcome.",
+                         float(n), {"outcome": o}) for o, n in outcomes.items()]  # fmt: skip
+        error = self.backends.pusher.push(RUN_JOB, {"model": self.backends.registry.model_name},
+                                          gauges)  # fmt: skip
+        if error is not None:
+            self.emit({"event": "warning", "reason": f"run gauges not pushed: {error}"})
+
+    def _stop(self) -> None:
+        if self._job is not None:
+            job, self._job = self._job, None
+            job.child.signal(signal.SIGTERM)
+            code = job.child.wait(60.0)
+            if code is None:
+                job.child.signal(signal.SIGKILL)
+                code = job.child.wait(10.0)
+            self.emit({"event": "job", "job": job.name, "exit_code": code, "ok": False,
+                       "error": "stopped with the run", "log": str(job.log)})  # fmt: skip
+        for event in self.supervisor.stop(STOP_ORDER):
+            self.emit(event)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _brief(job: str, result: dict[str, Any] | None) -> dict[str, Any]:
+    """The few figures of a job's result an event line carries."""
+    result = result or {}
+    keys = {
+        "train": ("version", "roc_auc", "pr_auc"),
+        "drift": ("status", "drift_score"),
+        "drift-history": ("status", "drift_score"),
+        "promote-staging": ("outcome", "version", "reason"),
+        "promote-production": ("outcome", "version", "reason"),
+        "history": ("published", "labels_published"),
+        "materialize": ("valid", "dead_lettered"),
+    }.get(job, ())
+    brief = {k: result[k] for k in keys if k in result}
+    if job == "train":
+        metrics = result.get("metrics") or {}
+        brief |= {k: metrics[k] for k in ("roc_auc", "pr_auc") if k in metrics}
+    if job == "quality":
+        brief["groups"] = {g.get("group"): g.get("status") for g in result.get("groups") or []}
+    return brief

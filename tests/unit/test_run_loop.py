@@ -1,0 +1,228 @@
+"""`fraudctl run`'s loop (fraudctl.services.run) on fakes: scripted children and jobs, a
+server answering a status, the prediction log in memory, a fake clock.  A candidate
+goes through every canary step to production; a worse one is rolled back at its first
+step; the first model is bootstrapped; a child is restarted; a crash loop stops
+everything; a stop stops the children in order."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fraudctl.config import Settings, load_settings
+from fraudctl.rollout import RolloutPlan
+from fraudctl.services.promote import history
+from fraudctl.services.run import Run, RunOptions
+from fraudctl.services.supervise import Backoff, CrashLoop
+from tests.fakes import FakeBackends, FakeClock, FakeServer, ScriptedSpawner
+from tests.unit.test_quality import load, traffic
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    environ = {"FRAUDCTL_HOME": str(tmp_path), "FRAUDCTL_PROMOTE_QUALITY_MARGIN": "0.2",
+               "FRAUDCTL_PROMOTE_CANARY_MIN_REQUESTS": "100"}  # fmt: skip
+    return load_settings(environ=environ, cwd=tmp_path).settings
+
+
+class Server(FakeServer):
+    """Serves version ``canary`` as the canary once its weight is set; healthy figures."""
+
+    def __init__(
+        self, canary: str, error_rate: float = 0.0, clock: FakeClock | None = None
+    ) -> None:
+        super().__init__(url="http://fake")
+        self.canary, self.error_rate, self.weight = canary, error_rate, 0.0
+        self.answer = self._status
+        self.clock, self.times = clock or FakeClock(), list[float]()
+
+    def _status(self) -> dict[str, Any]:
+        return {"canary_weight": self.weight, "models": {"canary": {"model_version": self.canary}},
+                "variants": {"canary": {"requests": 500, "error_rate": self.error_rate,
+                                        "p95_ms": 12.0}}}  # fmt: skip
+
+    def set_canary(self, weight: float, reason: str) -> dict[str, Any]:
+        self.weight = weight
+        self.times.append(self.clock())
+        return super().set_canary(weight, reason)
+
+
+def jobs(version: str = "2", outcomes: dict[str, str] | None = None) -> Any:
+    """Each job's exit code and document, as the real commands print them."""
+    outcomes = {"promote-staging": "promoted", "promote-production": "promoted"} | (outcomes or {})
+
+    def respond(argv: list[str]) -> tuple[int, dict[str, Any]]:
+        command = argv[argv.index("fraudctl") + 1 :] if "fraudctl" in argv else argv
+        name = command[0]
+        if name == "promote":
+            to = command[command.index("--to") + 1]
+            outcome = outcomes[f"promote-{to}"]
+            return (0 if outcome == "promoted" else 4), {
+                "id": f"{to}-{version}",
+                "to": to,
+                "version": version,
+                "outcome": outcome,
+                "reason": f"{to} said {outcome}",
+                "at": "2026-12-02T00:00:00+00:00",
+            }
+        if name == "train":
+            return 0, {"version": version, "metrics": {"roc_auc": 0.95, "pr_auc": 0.7}}
+        if name == "drift":
+            return 0, {"status": "ok", "drift_score": 0.01}
+        return 0, {"status": "ok"}
+
+    return respond
+
+
+def a_run(backends: FakeBackends, spawner: ScriptedSpawner, clock: FakeClock, tmp_path: Path,
+          **changes: Any) -> Run:  # fmt: skip
+    options = RunOptions(**({
+        "fraudctl": ("python", "-m", "fraudctl"), "logs": tmp_path / "logs", "port": 9,
+        "rate": 10.0, "plan": RolloutPlan((10.0, 25.0, 50.0), 60.0, 600.0),
+        "train_every_s": 1000.0, "drift_every_s": 1000.0, "quality_every_s": 1000.0,
+        "check_every_s": 10.0, "for_s": 1500.0,
+    } | changes))  # fmt: skip
+    events: list[dict[str, Any]] = []
+    run = Run(backends, options, spawner, {"FRAUDCTL_HOME": "x"}, events.append, lambda: False,
+              clock=clock, sleep=clock.sleep)  # fmt: skip
+    run.events = events  # type: ignore[attr-defined]
+    run.schedules[0].next_at = 0.0  # the first training at once
+    return run
+
+
+def with_production(settings: Settings, server: Server, canary_signal: float) -> FakeBackends:
+    backends = FakeBackends(settings, serving=server)
+    for _ in range(2):
+        backends.registry.add_version(object())
+    backends.registry.set_alias("production", "1")
+    load(backends.offline, traffic(5000, 21, canary_signal=canary_signal, canary_share=0.5))
+    return backends
+
+
+def commands(spawner: ScriptedSpawner) -> list[str]:
+    return [" ".join(a[3:5]) for a in spawner.argvs]
+
+
+def test_a_good_candidate_goes_through_every_step_to_production(
+    settings: Settings, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    server = Server("2", clock=clock)
+    backends = with_production(settings, server, canary_signal=2.0)
+    spawner = ScriptedSpawner(jobs("2"))
+    summary = a_run(backends, spawner, clock, tmp_path, for_s=600.0).run()
+    assert [w for w, _ in server.changes] == [10.0, 25.0, 50.0]
+    outcomes = [(d["to"], d["outcome"]) for d in summary.decisions]
+    assert all(d["version"] == "2" for d in summary.decisions)
+    assert outcomes == [("staging", "promoted"), ("canary", "stepped"), ("canary", "stepped"),
+                        ("canary", "stepped"), ("production", "promoted")]  # fmt: skip
+    assert summary.rollout is None
+    # the canary's transitions are in the promotion log, beside promote's own decisions
+    recorded = history(backends.offline, backends.registry.model_name)
+    assert [(d["to"], d["outcome"]) for d in recorded] == [("canary", "stepped")] * 3
+    assert "every gate passed; to 25 %" in recorded[1]["reason"]
+    assert [g["name"] for g in recorded[1]["gates"]] == ["serving", "quality"]
+    assert backends.registry.version_tags("2")["fraudctl.promote.canary"] == "stepped"
+    started = commands(spawner)
+    assert started[:3] == ["materialize --follow", "serve --port", "produce --rate"]
+    assert "train --json" in started and "promote --to" in started
+    # each step lasted at least the time at a step (60 s), judged every 10 s
+    times = server.times
+    assert all(60.0 <= b - a <= 80.0 for a, b in itertools.pairwise(times)), times
+
+
+def test_a_worse_candidate_is_rolled_back_at_its_first_step(
+    settings: Settings, tmp_path: Path
+) -> None:
+    server, clock = Server("2"), FakeClock()
+    backends = with_production(settings, server, canary_signal=0.2)
+    summary = a_run(backends, ScriptedSpawner(jobs("2")), clock, tmp_path, for_s=200.0).run()
+    assert [w for w, _ in server.changes] == [10.0, 0.0]
+    assert [(d["to"], d["outcome"]) for d in summary.decisions][-1] == ("canary", "rolled_back")
+    assert "step 1/3 (10 %): quality:" in summary.decisions[-1]["reason"]
+    assert server.changes[-1][1].startswith("rollback: step 1/3")
+
+
+def test_a_serving_breach_rolls_back_too(settings: Settings, tmp_path: Path) -> None:
+    server, clock = Server("2", error_rate=0.5), FakeClock()
+    backends = with_production(settings, server, canary_signal=2.0)
+    summary = a_run(backends, ScriptedSpawner(jobs("2")), clock, tmp_path, for_s=200.0).run()
+    assert summary.decisions[-1]["outcome"] == "rolled_back"
+    assert "serving: error rate 50.00%" in summary.decisions[-1]["reason"]
+
+
+def test_the_first_model_is_bootstrapped_before_anything_is_served(
+    settings: Settings, tmp_path: Path
+) -> None:
+    server, clock = Server("1"), FakeClock()
+    backends = FakeBackends(settings, serving=server)
+    spawner = ScriptedSpawner(jobs("1"))
+    run = a_run(backends, spawner, clock, tmp_path, for_s=30.0)
+    run.schedules[0].next_at = 1000.0  # only the bootstrap's training
+    summary = run.run()
+    started = commands(spawner)
+    assert started[:6] == ["produce --rate", "materialize --json", "train --json",
+                           "drift --source", "promote --to", "promote --to"]  # fmt: skip
+    assert started[6:9] == ["materialize --follow", "serve --port", "produce --rate"]
+    assert [(d["to"], d["outcome"]) for d in summary.decisions] == [
+        ("staging", "promoted"),
+        ("production", "promoted"),
+    ]
+    assert server.changes == []  # no rollout: nothing to protect yet
+
+
+def test_an_exited_child_is_restarted_and_counted(settings: Settings, tmp_path: Path) -> None:
+    server, clock = Server("2"), FakeClock()
+    backends = with_production(settings, server, canary_signal=2.0)
+    spawner = ScriptedSpawner(jobs("2", {"promote-staging": "refused"}))
+    run = a_run(backends, spawner, clock, tmp_path, for_s=30.0)
+    real_tick, killed = run._tick, []
+
+    def tick() -> None:
+        real_tick()
+        if clock.now >= 5.0 and not killed:  # kill -9 the materializer
+            killed.append(next(c for c, a in zip(spawner.started, spawner.argvs, strict=True)
+                               if "--follow" in a))  # fmt: skip
+            killed[0].signal(9)
+
+    run._tick = tick  # type: ignore[method-assign]
+    summary = run.run()
+    assert summary.restarts["materialize"] == 1
+    events = run.events  # type: ignore[attr-defined]
+    exited = next(e for e in events if e["event"] == "exited")
+    assert exited["child"] == "materialize" and exited["exit_code"] == -9
+    assert any(e["event"] == "restarted" and e["child"] == "materialize" for e in events)
+    # the restart count went to the Pushgateway
+    (gauges,) = [g for (job, _), g in backends.pusher.groups.items() if job == "fraudctl_run"]
+    restarts = {g.labels.get("child"): g.value for g in gauges if g.name == "fraudctl_run_restarts"}
+    assert restarts["materialize"] == 1.0
+
+
+def test_a_crash_loop_stops_the_run_and_every_child(settings: Settings, tmp_path: Path) -> None:
+    server, clock = Server("2"), FakeClock()
+    backends = with_production(settings, server, canary_signal=2.0)
+
+    class Crashing(ScriptedSpawner):
+        def spawn(self, argv: Any, log: Path, env: Any, stdout: Path | None = None) -> Any:
+            child = super().spawn(argv, log, env, stdout)
+            if "serve" in argv:
+                child.signal(15)  # the server dies at once, every time
+            return child
+
+    spawner = Crashing(jobs("2"))
+    run = a_run(backends, spawner, clock, tmp_path, backoff=Backoff(1, 1, 3, 60))
+    with pytest.raises(CrashLoop, match="serve exited 4 times"):
+        run.run()
+    assert all(child.poll() is not None for child in spawner.started)
+
+
+def test_a_stop_stops_the_children_in_order(settings: Settings, tmp_path: Path) -> None:
+    server, clock = Server("2"), FakeClock()
+    backends = with_production(settings, server, canary_signal=2.0)
+    run = a_run(backends, ScriptedSpawner(jobs("2")), clock, tmp_path, for_s=20.0)
+    run.run()
+    stopped = [e["child"] for e in run.events if e["event"] == "stopped"]  # type: ignore[attr-defined]
+    assert stopped == ["produce", "materialize", "serve"]

@@ -225,19 +225,26 @@ class Run:
     def _job_args(self, name: str) -> list[str]:
         url = self.options.url
         return {
+            # at the producer's rate, so that the live stream's features (events per user
+            # per hour, …) are those the first model was trained on
             "history": ["produce", "--rate", "0", "--count", str(self.options.history_events),
-                        "--label-delay", "0", "--span", "24h", "--seed", "1"],
+                        "--label-delay", "0", "--span", f"{self._history_span_s():.0f}s",
+                        "--seed", "1"],
             "materialize": ["materialize"],
             "train": ["train"],
             # the history's newest hours against the training window: the staging gate
             # needs a drift result
-            "drift-history": ["drift", "--source", "events", "--current", "last:6h"],
+            "drift-history": ["drift", "--source", "events", "--current",
+                              f"last:{self._history_span_s() / 4:.0f}s"],
             # served traffic since the last drift run
             "drift": ["drift", "--current", f"last:{max(self.options.drift_every_s, 60):.0f}s"],
             "quality": ["quality", "--window", "last:24h", "--by", "variant"],
             "promote-staging": ["promote", "--to", "staging"],
             "promote-production": ["promote", "--to", "production", "--url", url],
         }[name]  # fmt: skip
+
+    def _history_span_s(self) -> float:
+        return max(self.options.history_events / (self.options.rate or 1.0), 60.0)
 
     def _start_job(self, name: str, schedule: Every | None) -> None:
         self._jobs_run += 1
@@ -382,7 +389,8 @@ class Run:
     def _decided(self, decision: dict[str, Any]) -> None:
         if not decision.get("outcome"):
             return
-        brief = {k: decision.get(k) for k in ("id", "to", "version", "outcome", "reason", "at")}
+        brief = {k: decision.get(k) for k in ("id", "to", "version", "outcome", "reason")}
+        brief["decided_at"] = decision.get("at")
         self.summary.decisions.append(brief)
         self.emit({"event": "decision", **brief})
         self._push()

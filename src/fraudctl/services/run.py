@@ -37,6 +37,7 @@ from fraudctl.services.supervise import Backoff, ChildSpec, Supervisor
 
 RUN_JOB = "fraudctl_run"  # the Pushgateway job of the run's gauges
 STOP_ORDER = ["produce", "materialize", "serve"]  # the producer first, the server last
+HOLD_REPEAT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class Run:
         self._rollout: Rollout | None = None
         self._promoting: str | None = None  # the version whose production promotion runs
         self._held: str | None = None
+        self._held_at = 0.0
         self._ready = False
         self._bootstrapping = False
         self._replan_at: float | None = None
@@ -363,8 +365,14 @@ class Run:
         self._show_rollout()
 
     def _hold(self, reason: str) -> None:
-        if reason != self._held:  # a hold is an event when its reason changes
-            self._held = reason
+        """A hold is an event when what holds the canary changes (its figures aside), and
+        once a minute while it lasts."""
+        import re
+
+        kind = re.sub(r"[0-9.,]+", "#", reason)
+        now = self._clock()
+        if kind != self._held or now - self._held_at >= HOLD_REPEAT_S:
+            self._held, self._held_at = kind, now
             self.emit({"event": "hold", "reason": reason})
 
     def _roll_back(self, version: str, reason: str, gates: list[Gate] | None = None) -> None:

@@ -7,8 +7,8 @@ behind it; where the data cannot support a figure (one class only, no alert) it 
 - ROC AUC: DeLong's variance (the fast midrank algorithm of Sun & Xu, 2014), normal
   interval clipped to [0, 1].
 - PR AUC (average precision): the logit interval of Boyd, Eng & Page (2013).
-- precision and recall at the served threshold, alert rate, precision among the top-k
-  per day: Wilson score intervals.
+- precision and recall at the served threshold, alert rate: Wilson score intervals;
+  precision among the top-k per day: a normal interval of the mean of the days' shares.
 - Brier score: mean ± z·sd/√n.
 - expected calibration error (10 equal-width bins): a Poisson bootstrap of the rows
   (:data:`BOOTSTRAP_REPLICATES` replicates, seeded: the same data gives the same
@@ -205,8 +205,10 @@ def top_k_precision(
 ) -> Estimate:
     """Card precision top-k: per day, each card once (its highest score; fraud if any of
     its transactions that day was), the ``k`` highest-scored cards, the share of them
-    that were fraud; averaged over days.  The interval is Wilson's on the pooled
-    count."""
+    that were fraud; averaged over days.  The interval is the normal one of that mean of
+    the days' shares, each day's variance from its Agresti-Coull-adjusted share (so a
+    day with all or none fraud still has one): it always holds the value, which an
+    interval of the pooled count does not when days hold different numbers of cards."""
     import numpy as np
     import pandas as pd
 
@@ -226,9 +228,12 @@ def top_k_precision(
     )
     top = per_card.sort_values("score", ascending=False).groupby(level="day").head(k)
     by_day = top.groupby(level="day")["label"].agg(["sum", "count"])
-    pooled = wilson(int(by_day["sum"].sum()), int(by_day["count"].sum()), confidence)
-    value = float((by_day["sum"] / by_day["count"]).mean())
-    return Estimate(value, pooled.low, pooled.high, int(by_day["count"].sum()))
+    x, n = by_day["sum"].to_numpy(dtype=float), by_day["count"].to_numpy(dtype=float)
+    value = float((x / n).mean())
+    z = z_of(confidence)
+    adjusted = (x + z * z / 2) / (n + z * z)
+    half = z * math.sqrt(float((adjusted * (1 - adjusted) / (n + z * z)).sum())) / len(n)
+    return Estimate(value, max(value - half, 0.0), min(value + half, 1.0), int(n.sum()))
 
 
 def quantiles(values: Any) -> dict[str, float | None]:

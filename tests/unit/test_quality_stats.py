@@ -88,6 +88,25 @@ def test_card_precision_top_k_counts_each_card_once_a_day() -> None:
     assert found.value == pytest.approx(0.5) and found.n == 4
 
 
+def test_card_precision_top_k_interval_holds_its_value_when_days_differ_in_size() -> None:
+    # A full day of 100 cards, 60 fraud, and a short day of 3 cards, none fraud: the
+    # value is the mean of the days' shares (0.30); an interval of the pooled count
+    # (60 / 103, about 0.58 ± 0.09) would not hold it.
+    days = np.array(["d1"] * 100 + ["d2"] * 3)
+    cards = np.array([f"c{i}" for i in range(103)])
+    labels = np.array([1] * 60 + [0] * 40 + [0] * 3)
+    scores = np.linspace(1.0, 0.0, 103)
+    found = q.top_k_precision(days, cards, labels, scores, k=100)
+    assert found.value == pytest.approx(0.3)
+    assert found.low is not None and found.high is not None
+    assert 0.0 <= found.low < 0.3 < found.high <= 1.0
+    # one day alone: the interval is about the day's own binomial one
+    one = q.top_k_precision(days[:100], cards[:100], labels[:100], scores[:100], k=100)
+    wilson = q.wilson(60, 100)
+    assert one.low == pytest.approx(wilson.low, abs=0.01)
+    assert one.high == pytest.approx(wilson.high, abs=0.01)
+
+
 @pytest.mark.parametrize("figure", ["roc_auc", "average_precision"])
 def test_95_percent_intervals_cover_about_95_percent(figure: str) -> None:
     """Binormal scores: the true ROC AUC is Φ(δ/√2); the true AP is estimated once on a

@@ -149,6 +149,10 @@ def test_a_worse_candidate_is_rolled_back_at_its_first_step(
     assert [(d["to"], d["outcome"]) for d in summary.decisions][-1] == ("canary", "rolled_back")
     assert "step 1/3 (10 %): quality:" in summary.decisions[-1]["reason"]
     assert server.changes[-1][1].startswith("rollback: step 1/3")
+    # the gauges pushed with the rollback say what the server now does: no canary
+    (gauges,) = [g for (job, _), g in backends.pusher.groups.items() if job == "fraudctl_run"]
+    pushed = {g.name: g.value for g in gauges}
+    assert pushed["fraudctl_run_canary_weight"] == 0.0 and pushed["fraudctl_run_canary_step"] == 0
 
 
 def test_a_serving_breach_rolls_back_too(settings: Settings, tmp_path: Path) -> None:
@@ -177,6 +181,21 @@ def test_the_first_model_is_bootstrapped_before_anything_is_served(
         ("production", "promoted"),
     ]
     assert server.changes == []  # no rollout: nothing to protect yet
+
+
+def test_a_bootstrap_refused_at_staging_tries_again_without_a_second_history(
+    settings: Settings, tmp_path: Path
+) -> None:
+    server, clock = Server("1"), FakeClock()
+    backends = FakeBackends(settings, serving=server)
+    spawner = ScriptedSpawner(jobs("1", {"promote-staging": "refused"}))
+    run = a_run(backends, spawner, clock, tmp_path, for_s=150.0)
+    run.schedules[0].next_at = 1000.0
+    run.run()
+    started = commands(spawner)
+    assert started.count("produce --rate") == 1  # the history, once; no live producer yet
+    assert started.count("train --json") == 3  # at 0 s, then a minute after each refusal
+    assert "serve --port" not in started  # nothing to serve before a production model
 
 
 def test_an_exited_child_is_restarted_and_counted(settings: Settings, tmp_path: Path) -> None:

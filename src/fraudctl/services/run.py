@@ -33,7 +33,7 @@ from fraudctl.gates import Alias, CanaryWindow, Gate, Limits, serving_gate
 from fraudctl.ports import Backends, Child, Gauge, Spawner
 from fraudctl.rollout import Move, Rollout, RolloutPlan, step_verdict
 from fraudctl.schedule import Every, next_due
-from fraudctl.services.supervise import Backoff, ChildSpec, Supervisor
+from fraudctl.services.supervise import Backoff, ChildSpec, Supervisor, stop_child
 
 RUN_JOB = "fraudctl_run"  # the Pushgateway job of the run's gauges
 STOP_ORDER = ["produce", "materialize", "serve"]  # the producer first, the server last
@@ -115,6 +115,7 @@ class Run:
         self._ready = False
         self._bootstrapping = False
         self._replan_at: float | None = None
+        self._history_laid = False  # a retried bootstrap does not lay down a second one
         now = clock()
         self.schedules = [
             Every("train", options.train_every_s, now + options.train_every_s),
@@ -142,6 +143,7 @@ class Run:
             self._stop()
             self.summary.seconds = self._clock() - started
             self.summary.restarts = self.supervisor.restarts()
+            self.summary.rollout = self.rollout()
             self.summary.jobs = {s.name: {"runs": s.runs, "skipped": s.skipped}
                                  for s in self.schedules}  # fmt: skip
             self.emit({"event": "run_stopped", "seconds": round(self.summary.seconds, 1),
@@ -155,7 +157,11 @@ class Run:
             return
         self._bootstrapping, self._replan_at = True, None
         first = ["train", "drift-history", "promote-staging"]
-        if self.options.rate is not None:
+        if self.options.rate is not None and self._history_laid:
+            self.emit({"event": "bootstrap", "reason": "no production model yet: training "
+                       "again on the history and what the stream has brought"})  # fmt: skip
+            self._queue = ["materialize", *first]
+        elif self.options.rate is not None:
             events = self.options.history_events
             self.emit({"event": "bootstrap", "reason": "no production model yet: a history of "
                        f"{events:,} events, then train and promote"})  # fmt: skip
@@ -285,7 +291,9 @@ class Run:
 
     def _after(self, name: str, result: dict[str, Any]) -> None:
         """What a job's result leads to."""
-        if name == "train" and result.get("version") is not None and not self._bootstrapping:
+        if name == "history":
+            self._history_laid = True
+        elif name == "train" and result.get("version") is not None and not self._bootstrapping:
             if self._rollout is None and self._promoting is None:
                 self._queue.append("promote-staging")
         elif name == "promote-staging":
@@ -313,7 +321,7 @@ class Run:
             return
         version, self._promoting = self._promoting, None
         if outcome == "promoted":
-            self._rollout, self.summary.rollout = None, None
+            self._rollout = None
         elif outcome == "refused" and version is not None:
             self._roll_back(version, f"promote --to production refused: {result.get('reason')}")
         # inconclusive: the canary stays at its last step and is judged again
@@ -362,7 +370,6 @@ class Run:
             self._promoting = rollout.version
             self.emit({"event": "promoting", "version": rollout.version, "reason": verdict.reason})
             self._queue.append("promote-production")
-        self._show_rollout()
 
     def _hold(self, reason: str) -> None:
         """A hold is an event when what holds the canary changes (its figures aside), and
@@ -376,9 +383,9 @@ class Run:
             self.emit({"event": "hold", "reason": reason})
 
     def _roll_back(self, version: str, reason: str, gates: list[Gate] | None = None) -> None:
+        self._rollout = None
         self._set_weight(0.0, f"rollback: {reason}")
         self._record(version, "rolled_back", reason, gates or [])
-        self._rollout = None
 
     def _set_weight(self, weight: float, reason: str) -> None:
         try:
@@ -392,7 +399,6 @@ class Run:
 
         decision = record_canary_decision(self.backends, version, outcome, reason, gates)
         self._decided(decision)
-        self._show_rollout()
 
     def _decided(self, decision: dict[str, Any]) -> None:
         if not decision.get("outcome"):
@@ -403,9 +409,10 @@ class Run:
         self.emit({"event": "decision", **brief})
         self._push()
 
-    def _show_rollout(self) -> None:
+    def rollout(self) -> dict[str, Any] | None:
+        """The canary in progress: its version, step (from 1) and weight."""
         rollout = self._rollout
-        self.summary.rollout = None if rollout is None else {
+        return None if rollout is None else {
             "version": rollout.version, "step": rollout.step + 1,
             "weight": rollout.weight(self.options.plan),
         }  # fmt: skip
@@ -416,7 +423,7 @@ class Run:
         self._emit_to({"at": datetime.now(UTC).isoformat(timespec="seconds"), **event})
 
     def _push(self) -> None:
-        rollout = self.summary.rollout or {}
+        rollout = self.rollout() or {}
         gauges = [
             Gauge("fraudctl_run_canary_weight", "The canary weight the run set (percent).",
                   float(rollout.get("weight") or 0.0)),
@@ -439,11 +446,7 @@ class Run:
     def _stop(self) -> None:
         if self._job is not None:
             job, self._job = self._job, None
-            job.child.signal(signal.SIGTERM)
-            code = job.child.wait(60.0)
-            if code is None:
-                job.child.signal(signal.SIGKILL)
-                code = job.child.wait(10.0)
+            code, _killed = stop_child(job.child, signal.SIGTERM, 60.0)
             self.emit({"event": "job", "job": job.name, "exit_code": code, "ok": False,
                        "error": "stopped with the run", "log": str(job.log)})  # fmt: skip
         for event in self.supervisor.stop(STOP_ORDER):
@@ -462,7 +465,7 @@ def _brief(job: str, result: dict[str, Any] | None) -> dict[str, Any]:
     """The few figures of a job's result an event line carries."""
     result = result or {}
     keys = {
-        "train": ("version", "roc_auc", "pr_auc"),
+        "train": ("version",),
         "drift": ("status", "drift_score"),
         "drift-history": ("status", "drift_score"),
         "promote-staging": ("outcome", "version", "reason"),

@@ -44,6 +44,17 @@ class Backoff:
         return float(min(self.max_s, self.first_s * 2 ** max(0, restarts_in_window)))
 
 
+def stop_child(child: Child, signum: int, grace_s: float) -> tuple[int | None, bool]:
+    """``signum`` to the child's process group, up to ``grace_s`` for it to exit, then
+    SIGKILL: its exit code, and whether it had to be killed."""
+    child.signal(signum)
+    code = child.wait(grace_s)
+    if code is not None:
+        return code, False
+    child.signal(signal.SIGKILL)
+    return child.wait(10.0), True
+
+
 class CrashLoop(BackendUnavailable):
     """A child restarted more than the limit allows: the run stops (exit 3)."""
 
@@ -78,10 +89,6 @@ class Supervisor:
         child = self._spawner.spawn(spec.argv, spec.log, self._env, spec.stdout)
         self._children[spec.name] = _Running(spec, child, self._clock())
         return {"event": "started", "child": spec.name, "pid": child.pid, "log": str(spec.log)}
-
-    def pid(self, name: str) -> int | None:
-        running = self._children[name]
-        return running.child.pid if running.child is not None else None
 
     def running(self, name: str) -> bool:
         found = self._children.get(name)
@@ -137,13 +144,8 @@ class Supervisor:
                 if running is not None:
                     running.restart_at = None
                 continue
-            child, spec = running.child, running.spec
-            child.signal(spec.stop_signal)
-            code = child.wait(spec.stop_grace_s)
-            killed = code is None
-            if killed:
-                child.signal(signal.SIGKILL)
-                code = child.wait(10.0)
+            code, killed = stop_child(running.child, running.spec.stop_signal,
+                                      running.spec.stop_grace_s)  # fmt: skip
             running.child, running.restart_at = None, None
             events.append({"event": "stopped", "child": name, "exit_code": code,
                            "killed": killed})  # fmt: skip

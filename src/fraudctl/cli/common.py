@@ -79,6 +79,19 @@ def global_args(flags: dict[str, str], env_file: Path | None, toml_file: Path | 
     return args
 
 
+def free_port_pair() -> int:
+    """A loopback port for a server whose next port is free too (Ray's direct ingress
+    takes both): what `--port 0` of `demo` and `run` gets."""
+    from fraudctl.errors import FraudctlError
+    from fraudctl.stack.native import free_ports, port_is_free
+
+    for _ in range(100):
+        port = free_ports(("serve",))["serve"]
+        if port_is_free(port + 1):
+            return port
+    raise FraudctlError("no free pair of loopback ports", hint="pass --port")
+
+
 def state_of(ctx: typer.Context) -> AppState:
     root = ctx.find_root()
     if not isinstance(root.obj, AppState):

@@ -325,6 +325,8 @@ class Demo:
 
         title = f"serve B as a {CANARY_PERCENT:g} % canary with shadow; send traffic"
         self.progress(title, None)
+        from fraudctl.cli.common import free_port_pair
+
         port = self.plan.port or free_port_pair()
         log = self.plan.logs / f"{len(self.report.steps) + 1:02d}-serve.log"
         args = ["serve", "--port", str(port), "--canary", f"{CANARY_PERCENT:g}", "--shadow"]
@@ -474,17 +476,6 @@ def mlflow_ui_command(tracking_uri: str) -> str:
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {tracking_uri}"
     return f"mlflow ui --backend-store-uri {tracking_uri}"
-
-
-def free_port_pair() -> int:
-    """A loopback port whose next port is free too (Ray's direct ingress takes both)."""
-    from fraudctl.stack.native import free_ports, port_is_free
-
-    for _ in range(100):
-        port = free_ports(("serve",))["serve"]
-        if port_is_free(port + 1):
-            return port
-    raise FraudctlError("no free pair of loopback ports", hint="pass --port")
 
 
 def stop_server(server: subprocess.Popen[str]) -> None:

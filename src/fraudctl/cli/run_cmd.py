@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+import os
 import sys
 from typing import Annotated, Any
 
@@ -12,6 +12,7 @@ from fraudctl.cli.common import (
     GracefulStop,
     JsonOption,
     err_console,
+    free_port_pair,
     global_args,
     print_json,
     state_of,
@@ -98,7 +99,7 @@ def run(
         fraudctl=(sys.executable, "-m", "fraudctl",
                   *global_args(flags, state.env_file, state.toml_file)),
         logs=settings.home / "run-logs",
-        port=port or _free_port(),
+        port=port or free_port_pair(),
         engine=engine,
         rate=None if no_produce else rate,
         label_delay_s=label_delay,
@@ -110,8 +111,6 @@ def run(
         for_s=parse_duration("--for", for_) if for_ else None,
         history_events=history,
     )  # fmt: skip
-    import os
-
     show = print_json if as_json else _print_event
     with GracefulStop() as stop:
         runner = Run(state.backends, options, open_spawner(), dict(os.environ), show,
@@ -123,12 +122,6 @@ def run(
         _print_summary(summary.as_dict())
     if summary.interrupted:
         raise typer.Exit(ExitCode.INTERRUPTED)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _print_event(event: dict[str, Any]) -> None:

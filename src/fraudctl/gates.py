@@ -155,6 +155,15 @@ class CanaryWindow:
             int(stats.get("requests") or 0), stats.get("error_rate"), stats.get("p95_ms"), window_s
         )
 
+    def measured(self) -> dict[str, Any]:
+        return {"requests": self.requests, "error_rate": self.error_rate,
+                "p95_ms": self.p95_ms, "window_s": self.window_s}  # fmt: skip
+
+    def said(self) -> str:
+        """``N requests, error rate E, p95 P`` for a gate's detail."""
+        p95 = f"{self.p95_ms:.1f} ms" if self.p95_ms is not None else "n/a"
+        return f"{self.requests} requests, error rate {self.error_rate or 0.0:.2%}, p95 {p95}"
+
 
 def canary_problems(window: CanaryWindow, limits: Limits) -> list[str]:
     """The canary's error rate or p95 over the limits (the one breach rule): empty when
@@ -193,13 +202,7 @@ def canary_gate(window: CanaryWindow, serving_version: str | None, version: str,
         f"served as canary for ≥ {limits.min_requests} requests, error rate ≤ "
         f"{limits.max_error_rate:.2%}, p95 ≤ {limits.max_p95_ms:g} ms"
     )
-    measured = {
-        "serving_version": serving_version,
-        "requests": window.requests,
-        "error_rate": window.error_rate,
-        "p95_ms": window.p95_ms,
-        "window_s": window.window_s,
-    }
+    measured = {"serving_version": serving_version, **window.measured()}
     if serving_version != version:
         detail = (
             f"version {version} is not the canary on the server "
@@ -210,10 +213,7 @@ def canary_gate(window: CanaryWindow, serving_version: str | None, version: str,
     if window.requests < limits.min_requests:
         problems.append(f"{window.requests} requests < {limits.min_requests}")
     problems += canary_problems(window, limits)
-    detail = "; ".join(problems) or (
-        f"{window.requests} requests, error rate {window.error_rate or 0.0:.2%}, p95 "
-        + (f"{window.p95_ms:.1f} ms" if window.p95_ms is not None else "n/a")
-    )
+    detail = "; ".join(problems) or window.said()
     return Gate("canary", not problems, measured, rule, detail)
 
 
@@ -226,17 +226,14 @@ def serving_gate(window: CanaryWindow, limits: Limits) -> Gate:
         f"≥ {limits.min_requests} requests at this step, error rate ≤ "
         f"{limits.max_error_rate:.2%}, p95 ≤ {limits.max_p95_ms:g} ms"
     )
-    measured = {"requests": window.requests, "error_rate": window.error_rate,
-                "p95_ms": window.p95_ms, "window_s": window.window_s}  # fmt: skip
+    measured = window.measured()
     if window.requests < limits.min_requests:
         detail = f"{window.requests} requests < {limits.min_requests}"
         return Gate("serving", False, measured, rule, detail, inconclusive=True)
     problems = canary_problems(window, limits)
     if problems:
         return Gate("serving", False, measured, rule, "; ".join(problems))
-    p95 = f"{window.p95_ms:.1f} ms" if window.p95_ms is not None else "n/a"
-    detail = f"{window.requests} requests, error rate {window.error_rate or 0.0:.2%}, p95 {p95}"
-    return Gate("serving", True, measured, rule, detail)
+    return Gate("serving", True, measured, rule, window.said())
 
 
 def production_waived() -> list[Gate]:

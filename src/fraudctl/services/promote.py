@@ -78,6 +78,18 @@ class Decision:
     def failed(self) -> list[Gate]:
         return [g for g in self.gates if not g.passed]
 
+    @classmethod
+    def new(cls, model_name: str, to: str, version: str, previous: str | None, outcome: str,
+            reason: str = "", gates: list[Gate] | None = None) -> Decision:  # fmt: skip
+        """A decision made now, by this user at this commit, with an id of its own."""
+        from fraudctl.services.provenance import git_commit
+
+        return cls(
+            id=uuid.uuid4().hex[:12], model_name=model_name, to=to, version=version,
+            previous=previous, outcome=outcome, reason=reason, gates=gates or [],
+            at=datetime.now(UTC).isoformat(), user=getpass.getuser(), git_commit=git_commit(),
+        )  # fmt: skip
+
 
 # -- measuring for the gates (the verdicts are fraudctl.gates) ------------------------
 
@@ -161,21 +173,8 @@ def record_canary_decision(
     """A progressive-delivery transition (``fraudctl run``: the canary ``stepped`` to a
     weight, or ``rolled_back``), recorded like a promotion: in the promotion log (so
     ``promote --history`` lists it) and on the version's tags (``to`` is ``canary``)."""
-    from fraudctl.services.provenance import git_commit
-
-    decision = Decision(
-        id=uuid.uuid4().hex[:12],
-        model_name=backends.registry.model_name,
-        to="canary",
-        version=version,
-        previous=None,
-        outcome=outcome,
-        reason=reason,
-        gates=gates,
-        at=datetime.now(UTC).isoformat(),
-        user=getpass.getuser(),
-        git_commit=git_commit(),
-    )
+    decision = Decision.new(backends.registry.model_name, "canary", version, None, outcome,
+                            reason, gates)  # fmt: skip
     _record(backends.offline, backends.registry, decision)
     return decision.as_dict()
 
@@ -245,8 +244,6 @@ def promote(
 def _decision(registry: ModelRegistry, options: PromoteOptions) -> tuple[Decision, str | None]:
     """The decision to make (version, what the alias points at now) and the current
     production version."""
-    from fraudctl.services.provenance import git_commit
-
     source = promotion_source(Alias(options.to))
     found = registry.aliases({source, Alias(options.to), Alias.PRODUCTION})
     version = options.version or found[source]
@@ -263,18 +260,7 @@ def _decision(registry: ModelRegistry, options: PromoteOptions) -> tuple[Decisio
         )
     if previous == str(version):
         raise Refused(f"version {version} already is '{options.to}'", hint="nothing to do")
-    decision = Decision(
-        id=uuid.uuid4().hex[:12],
-        model_name=registry.model_name,
-        to=options.to,
-        version=str(version),
-        previous=previous,
-        outcome="refused",
-        reason="",
-        at=datetime.now(UTC).isoformat(),
-        user=getpass.getuser(),
-        git_commit=git_commit(),
-    )
+    decision = Decision.new(registry.model_name, options.to, str(version), previous, "refused")
     return decision, production
 
 

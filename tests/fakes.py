@@ -364,15 +364,14 @@ class ScriptedSpawner:
         self, argv: Sequence[str], log: Path, env: Mapping[str, str], stdout: Path | None = None
     ) -> ScriptedChild:
         log.parent.mkdir(parents=True, exist_ok=True)
-        behaviour = argv[-1]
-        if self.respond is not None:
+        behaviour, words = argv[-1], stdout  # where the child writes its behaviour word
+        if self.respond is not None and argv[-1] == "--json":  # a job: its document
+            code, document = self.respond(list(argv))
+            behaviour, words = f"exit:{code}", None
+            (stdout or log).write_text(json.dumps(document) + "\n")
+        elif self.respond is not None:  # a long-running child
             behaviour = "run"
-            if argv[-1] == "--json":
-                code, document = self.respond(list(argv))
-                behaviour = f"exit:{code}"
-                (stdout or log).write_text(json.dumps(document) + "\n")
-        child = ScriptedChild(next(self._pids), behaviour, log, None if argv[-1] == "--json"
-                              and self.respond is not None else stdout)  # fmt: skip
+        child = ScriptedChild(next(self._pids), behaviour, log, words)
         self.started.append(child)
         self.argvs.append(list(argv))
         self.envs.append(dict(env))

@@ -67,7 +67,7 @@ def import_feast() -> None:
     decorator is a no-op under ``python -O``; this applies that one effect of ``-O``
     to those modules alone, and restores typeguard for everything else.  fraudctl's own
     calls into Feast are checked statically (mypy strict).  Measured in
-    docs/performance.md; if Feast was already imported (by a user's code), nothing
+    docs/features.md; if Feast was already imported (by a user's code), nothing
     changes."""
     if all(name in sys.modules for name in _FEAST_MODULES):
         return

@@ -79,6 +79,17 @@ def global_args(flags: dict[str, str], env_file: Path | None, toml_file: Path | 
     return args
 
 
+SERVE_ENGINES = ("ray", "uvicorn")
+
+
+def check_engine(engine: str) -> None:
+    """`serve --engine` and `run --engine`: Ray Serve or a single uvicorn process."""
+    from fraudctl.errors import UsageError
+
+    if engine not in SERVE_ENGINES:
+        raise UsageError(f"--engine {engine!r} is not known", hint="use ray or uvicorn")
+
+
 def free_port_pair() -> int:
     """A loopback port for a server whose next port is free too (Ray's direct ingress
     takes both): what `--port 0` of `demo` and `run` gets."""

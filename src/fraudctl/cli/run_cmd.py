@@ -11,6 +11,7 @@ import typer
 from fraudctl.cli.common import (
     GracefulStop,
     JsonOption,
+    check_engine,
     err_console,
     free_port_pair,
     global_args,
@@ -86,8 +87,7 @@ def run(
         steps = RolloutPlan.parse_steps(canary_steps)
     except ValueError as exc:
         raise UsageError(f"--canary-steps: {exc}", hint="e.g. --canary-steps 10,25,50") from exc
-    if engine not in ("ray", "uvicorn"):
-        raise UsageError(f"--engine {engine!r} is not ray or uvicorn", hint="--engine ray")
+    check_engine(engine)
     step_s = parse_duration("--step-every", step_every)
     deadline_s = parse_duration("--step-deadline", step_deadline) if step_deadline else 6 * step_s
     try:

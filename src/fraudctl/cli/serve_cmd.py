@@ -14,6 +14,7 @@ from fraudctl.adapters.serve_client import call_server
 from fraudctl.cli.common import (
     GracefulStop,
     JsonOption,
+    check_engine,
     console,
     err_console,
     key_values,
@@ -60,8 +61,7 @@ def serve(
     """
     from fraudctl.errors import BackendUnavailable, UsageError
 
-    if engine not in ("ray", "uvicorn"):
-        raise UsageError(f"--engine {engine!r} is not known", hint="use ray or uvicorn")
+    check_engine(engine)
     if engine == "uvicorn" and replicas != 1:
         raise UsageError("--engine uvicorn runs one process", hint="drop --replicas")
     settings = state_of(ctx).settings

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fraudctl.config import profile_defaults
+from fraudctl.services.supervise import Backoff
 
 OUT = Path(__file__).resolve().parents[1] / "compose" / "grafana" / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
@@ -25,6 +26,7 @@ MAT = 'job="fraudctl-materialize"'
 RI = "[$__rate_interval]"
 FIVE_XX = 'code=~"5.."'
 AGREE = 'agree="true"'
+RUN = "fraudctl_run"  # the gauges `fraudctl run` pushes (services.run.run_gauges)
 # The thresholds the gates apply (settings defaults: fraudctl.config), drawn as lines.
 _LIMITS = profile_defaults("local", Path("/"))
 LATENCY_SLO_S = _LIMITS["canary_max_p95_ms"] / 1000
@@ -32,6 +34,7 @@ MAX_ERROR_RATE = _LIMITS["canary_max_error_rate"]
 DRIFT_THRESHOLD = _LIMITS["drift_threshold"]
 AVAILABILITY_SLO = 0.995
 FRESHNESS_SLO_S = 120
+CRASH = Backoff()  # the supervisor's crash-loop rule
 
 
 def rate(metric: str, matchers: str = SERVE, window: str = RI, extra: str = "") -> str:
@@ -90,6 +93,12 @@ def panel(
     }
 
 
+def row(title: str) -> dict[str, Any]:
+    """A row header: the panels after it, to the next row, belong to it."""
+    return {"type": "row", "title": title, "collapsed": False, "panels": [],
+            "gridPos": {"w": 24, "h": 1}}  # fmt: skip
+
+
 def status_mappings(drift: bool) -> list[dict[str, Any]]:
     """A status gauge's values as words: 0 ok, (1 drift,) 2 insufficient data."""
     words = {"0": ("ok", "green"), "1": ("drift", "red"), "2": ("insufficient data", "orange")}
@@ -102,14 +111,14 @@ def status_mappings(drift: bool) -> list[dict[str, Any]]:
 def dashboard(
     uid: str, title: str, description: str, panels: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    x = y = 0
+    x = y = tallest = 0
     for number, p in enumerate(panels, start=1):
-        w = p["gridPos"]["w"]
-        if x + w > 24:
-            x, y = 0, y + 8
+        w, h = p["gridPos"]["w"], p["gridPos"]["h"]
+        if x + w > 24 or p["type"] == "row":
+            x, y, tallest = 0, y + tallest, 0
         p["id"] = number
         p["gridPos"] |= {"x": x, "y": y}
-        x += w
+        x, tallest = x + w, max(tallest, h)
     return {
         "uid": uid,
         "title": title,
@@ -341,6 +350,32 @@ def traffic_split() -> dict[str, Any]:
                 ],
                 kind="table",
                 width=24,
+            ),
+            row("fraudctl run: progressive delivery and supervision"),
+            panel(
+                "Canary weight and step the run set",
+                [
+                    target(f"max({RUN}_canary_weight)", "weight (%)"),
+                    target(f"max({RUN}_canary_step)", "step (0: no canary)"),
+                ],
+                width=8,
+                description="Pushed by `fraudctl run` at each decision; the served weight is "
+                "the panel above.",
+            ),
+            panel(
+                "Decisions the run recorded, by outcome",
+                [target(f"max by (outcome) ({RUN}_decisions)", "{{outcome}}")],
+                kind="bargauge",
+                width=8,
+                description="Every one is in `fraudctl promote history`.",
+            ),
+            panel(
+                "Restarts per supervised child",
+                [target(f"max by (child) ({RUN}_restarts)", "{{child}}")],
+                kind="bargauge",
+                width=8,
+                description=f"Since the run began; more than {CRASH.crash_limit} within "
+                f"{CRASH.crash_window_s / 60:g} minutes stops the run (exit 3).",
             ),
         ],
     )

@@ -29,7 +29,7 @@ def panel_queries() -> list[tuple[str, str]]:
     found = []
     for name, board in dashboards().items():
         for panel in board["panels"]:
-            for target in panel["targets"]:
+            for target in panel.get("targets", []):  # a row has none
                 expr = target["expr"]
                 for variable, value in GRAFANA_VARIABLES.items():
                     expr = expr.replace(variable, value)

@@ -304,6 +304,13 @@ def _traffic_for_dashboards(served: dict[str, Any], pushgateway: str) -> None:
         while main(["quality", "--window", window]) != 0:  # labels still arriving
             assert time.monotonic() < deadline, "quality never had its labels"
             time.sleep(2)
+    # What `fraudctl run` pushes mid-rollout, through the same function and adapter.
+    from fraudctl.adapters.metrics import Pushgateway
+    from fraudctl.services.run import RUN_JOB, run_gauges
+
+    gauges = run_gauges({"version": "2", "step": 1, "weight": 20.0}, {"materialize": 1},
+                        ["promoted", "stepped", "rolled_back"])  # fmt: skip
+    assert Pushgateway(pushgateway).push(RUN_JOB, {"model": "fraud"}, gauges) is None
 
 
 def test_every_dashboard_panel_and_alert_has_data_in_a_real_prometheus(

@@ -250,3 +250,21 @@ def test_a_stop_stops_the_children_in_order(settings: Settings, tmp_path: Path) 
     run.run()
     stopped = [e["child"] for e in run.events if e["event"] == "stopped"]  # type: ignore[attr-defined]
     assert stopped == ["produce", "materialize", "serve"]
+
+
+def test_the_run_gauges_count_decisions_by_outcome_and_restarts_by_child() -> None:
+    from fraudctl.services.run import run_gauges
+
+    gauges = run_gauges({"version": "3", "step": 2, "weight": 50.0}, {"serve": 2, "produce": 0},
+                        ["stepped", "stepped", "rolled_back"])  # fmt: skip
+    values = {(g.name, tuple(sorted(g.labels.items()))): g.value for g in gauges}
+    assert values == {
+        ("fraudctl_run_canary_weight", ()): 50.0,
+        ("fraudctl_run_canary_step", ()): 2.0,
+        ("fraudctl_run_restarts", (("child", "serve"),)): 2.0,
+        ("fraudctl_run_restarts", (("child", "produce"),)): 0.0,
+        ("fraudctl_run_decisions", (("outcome", "stepped"),)): 2.0,
+        ("fraudctl_run_decisions", (("outcome", "rolled_back"),)): 1.0,
+    }
+    idle = {g.name: g.value for g in run_gauges(None, {}, [])}
+    assert idle == {"fraudctl_run_canary_weight": 0.0, "fraudctl_run_canary_step": 0.0}

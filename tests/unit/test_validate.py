@@ -91,16 +91,19 @@ def test_reads_stdin(cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_large_file_in_bounded_memory(cli: RunCli, tmp_path: Path) -> None:
     path = tmp_path / "big.jsonl"
     good, bad = json.dumps(GOOD), json.dumps(GOOD | {"country": "XX"})
-    n = 200_000
+    n = 50_000
     with path.open("w") as handle:
         for i in range(n):
             handle.write((bad if i % 10 == 0 else good) + "\n")
     size = path.stat().st_size
+    warm = tmp_path / "warm.jsonl"
+    warm.write_text(good + "\n")
+    assert cli("validate", str(warm)).code == 0  # imports done: only the reading is traced
     tracemalloc.start()
     result = cli("validate", str(path), "--show", "5")
     _current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert result.code == 4
     assert f"{n:,} records" in result.out
-    assert "20,000 invalid" in result.out
+    assert "5,000 invalid" in result.out
     assert peak < size / 4, (peak, size)

@@ -161,7 +161,9 @@ def mlflow_health(settings: Settings) -> None:
     scheme = urlsplit(uri).scheme
     if scheme == "sqlite":
         path = Path(uri.removeprefix("sqlite:///"))
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():  # the registry creates it (registry.seed_embedded_store)
+            writable_dir(path.parent)
+            return
         try:
             sqlite3.connect(path).close()
         except sqlite3.Error as exc:

@@ -423,21 +423,8 @@ class Run:
         self._emit_to({"at": datetime.now(UTC).isoformat(timespec="seconds"), **event})
 
     def _push(self) -> None:
-        rollout = self.rollout() or {}
-        gauges = [
-            Gauge("fraudctl_run_canary_weight", "The canary weight the run set (percent).",
-                  float(rollout.get("weight") or 0.0)),
-            Gauge("fraudctl_run_canary_step", "The rollout step of the canary (0: none).",
-                  float(rollout.get("step") or 0)),
-        ]  # fmt: skip
-        restarts = self.supervisor.restarts()
-        gauges += [Gauge("fraudctl_run_restarts", "Restarts of a supervised child.", float(n),
-                         {"child": name}) for name, n in restarts.items()]  # fmt: skip
-        outcomes: dict[str, int] = {}
-        for decision in self.summary.decisions:
-            outcomes[str(decision["outcome"])] = outcomes.get(str(decision["outcome"]), 0) + 1
-        gauges += [Gauge("fraudctl_run_decisions", "Decisions the run recorded, by outcome.",
-                         float(n), {"outcome": o}) for o, n in outcomes.items()]  # fmt: skip
+        outcomes = [str(decision["outcome"]) for decision in self.summary.decisions]
+        gauges = run_gauges(self.rollout(), self.supervisor.restarts(), outcomes)
         error = self.backends.pusher.push(RUN_JOB, {"model": self.backends.registry.model_name},
                                           gauges)  # fmt: skip
         if error is not None:
@@ -451,6 +438,26 @@ class Run:
                        "error": "stopped with the run", "log": str(job.log)})  # fmt: skip
         for event in self.supervisor.stop(STOP_ORDER):
             self.emit(event)
+
+
+def run_gauges(
+    rollout: dict[str, Any] | None, restarts: dict[str, int], outcomes: list[str]
+) -> list[Gauge]:
+    """What the run pushes (job ``fraudctl_run``; the Traffic Split dashboard's run row):
+    the canary weight and step it set, restarts per child, decisions by outcome."""
+    rollout = rollout or {}
+    gauges = [
+        Gauge("fraudctl_run_canary_weight", "The canary weight the run set (percent).",
+              float(rollout.get("weight") or 0.0)),
+        Gauge("fraudctl_run_canary_step", "The rollout step of the canary (0: none).",
+              float(rollout.get("step") or 0)),
+    ]  # fmt: skip
+    gauges += [Gauge("fraudctl_run_restarts", "Restarts of a supervised child.", float(n),
+                     {"child": name}) for name, n in restarts.items()]  # fmt: skip
+    counted = {outcome: outcomes.count(outcome) for outcome in dict.fromkeys(outcomes)}
+    gauges += [Gauge("fraudctl_run_decisions", "Decisions the run recorded, by outcome.",
+                     float(n), {"outcome": o}) for o, n in counted.items()]  # fmt: skip
+    return gauges
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

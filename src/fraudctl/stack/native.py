@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from fraudctl.adapters.registry import seed_embedded_store
 from fraudctl.config import Settings, env_var
 from fraudctl.errors import BackendUnavailable, UsageError
 
@@ -273,6 +274,9 @@ def _launch_s3(settings: Settings, port: int, workdir: Path) -> Launch:
 
 
 def _launch_mlflow(settings: Settings, port: int, workdir: Path) -> Launch:
+    # The server's store starts seeded (no migrations at start-up); its Default
+    # experiment's artifacts are proxied as the server's own would be.
+    seed_embedded_store(f"sqlite:///{workdir / 'mlflow.db'}", "mlflow-artifacts:/0")
     argv = [
         sys.executable, "-m", "mlflow", "server", "--host", LOOPBACK, "--port", str(port),
         "--workers", "1", "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",

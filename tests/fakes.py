@@ -18,7 +18,7 @@ from fraudctl.config import Settings
 from fraudctl.errors import BackendUnavailable
 from fraudctl.features import UserWindow
 from fraudctl.model import LoadedModel
-from fraudctl.ports import Gauge, ModelRun, Registered, ScoringStats
+from fraudctl.ports import Gauge, ModelRun, Registered, Sample, ScoringStats
 
 
 @dataclass
@@ -238,6 +238,20 @@ class SummaryReporter:
 
 
 @dataclass
+class FakeScraper:
+    """:class:`fraudctl.ports.MetricsScraper` serving what a test put at each URL (a
+    list, or a callable for figures that move); any other URL does not answer."""
+
+    endpoints: dict[str, Any] = field(default_factory=dict)
+
+    def scrape(self, url: str) -> list[Sample]:
+        found = self.endpoints.get(url)
+        if found is None:
+            raise BackendUnavailable(f"the metrics at {url} do not answer (nothing there)")
+        return list(found() if callable(found) else found)
+
+
+@dataclass
 class FakeServer:
     """:class:`fraudctl.ports.ServingControl` answering a fixed status; records changes."""
 
@@ -266,6 +280,7 @@ class FakeBackends:
     pusher: RecordingPusher = field(default_factory=RecordingPusher)
     drift_reporter: SummaryReporter = field(default_factory=SummaryReporter)
     serving: FakeServer = field(default_factory=FakeServer)
+    scraper: FakeScraper = field(default_factory=FakeScraper)
     features: Any = None
 
     def __post_init__(self) -> None:

@@ -20,6 +20,7 @@ from fraudctl.ports import (
     FeatureStore,
     Lock,
     MetricsPusher,
+    MetricsScraper,
     ModelRegistry,
     OfflineStore,
     ScoringClient,
@@ -86,6 +87,12 @@ class Wiring:
         from fraudctl.adapters.drift_psi import EvidentlyReporter
 
         return EvidentlyReporter()
+
+    @cached_property
+    def scraper(self) -> MetricsScraper:
+        from fraudctl.adapters.metrics import PrometheusScraper
+
+        return PrometheusScraper()
 
     def server(self, url: str) -> ServingControl:
         from fraudctl.adapters.serve_client import ServeClient

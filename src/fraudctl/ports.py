@@ -379,6 +379,26 @@ class ScoringClient(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One sample of a Prometheus text endpoint (a histogram's buckets are samples too:
+    ``NAME_bucket`` with its ``le`` label)."""
+
+    name: str
+    labels: Mapping[str, str]
+    value: float
+
+
+class MetricsScraper(Protocol):
+    """A Prometheus endpoint, read as Prometheus would (``adapters/metrics.py``): what
+    ``fraudctl run``'s live view shows of its children."""
+
+    def scrape(self, url: str) -> list[Sample]:
+        """Every sample the endpoint serves now; :class:`BackendUnavailable` when it
+        does not answer."""
+        ...
+
+
 class ServingControl(Protocol):
     """A running ``fraudctl serve``, as the canary commands and ``promote`` see it
     (HTTP: ``adapters/serve_client.py``)."""
@@ -451,5 +471,8 @@ class Backends(Protocol):
 
     @property
     def drift_reporter(self) -> DriftReporter: ...
+
+    @property
+    def scraper(self) -> MetricsScraper: ...
 
     def server(self, url: str) -> ServingControl: ...

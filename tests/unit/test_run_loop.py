@@ -106,12 +106,17 @@ def commands(spawner: ScriptedSpawner) -> list[str]:
     return [" ".join(a[3:5]) for a in spawner.argvs]
 
 
+def good_candidate(settings: Settings) -> tuple[FakeClock, Server, FakeBackends]:
+    """Production at version 1, version 2 a better canary on a healthy server."""
+    clock = FakeClock()
+    server = Server("2", clock=clock)
+    return clock, server, with_production(settings, server, canary_signal=2.0)
+
+
 def test_a_good_candidate_goes_through_every_step_to_production(
     settings: Settings, tmp_path: Path
 ) -> None:
-    clock = FakeClock()
-    server = Server("2", clock=clock)
-    backends = with_production(settings, server, canary_signal=2.0)
+    clock, server, backends = good_candidate(settings)
     spawner = ScriptedSpawner(jobs("2"))
     run = a_run(backends, spawner, clock, tmp_path, for_s=600.0)
     summary = run.run()

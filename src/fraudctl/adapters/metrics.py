@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from fraudctl.ports import Gauge as PortGauge
+from fraudctl.ports import Sample as PortSample
 
 
 class RunCounts(Protocol):
@@ -290,6 +291,33 @@ class Pushgateway:
         except OSError as exc:
             return f"Pushgateway {self.where}: {exc}"
         return None
+
+
+class PrometheusScraper:
+    """:class:`fraudctl.ports.MetricsScraper`: an endpoint's text, parsed by
+    prometheus_client's own parser."""
+
+    def __init__(self, timeout_s: float = 2.0) -> None:
+        self.timeout_s = timeout_s
+
+    def scrape(self, url: str) -> list[PortSample]:
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        from fraudctl.errors import BackendUnavailable
+
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
+                text = response.read().decode("utf-8")
+        except (OSError, ValueError) as exc:
+            raise BackendUnavailable(
+                f"the metrics at {url} do not answer ({exc})",
+                hint="is the process that serves them running?",
+            ) from exc
+        return [PortSample(sample.name, dict(sample.labels), float(sample.value))
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples]  # fmt: skip
 
 
 class GaugeBoard:

@@ -18,8 +18,11 @@ from fraudctl.cli.common import (
     print_json,
     state_of,
 )
+from fraudctl.cli.run_view import LiveView
 from fraudctl.errors import ExitCode, UsageError
 from fraudctl.timespec import parse_duration
+
+LIVE_EVERY_S = 2.0  # how often the live view reads the materializer and the server
 
 
 def run(
@@ -63,6 +66,16 @@ def run(
         int,
         typer.Option(min=1000, help="With no production model yet: events of the first history."),
     ] = 20_000,
+    metrics_port: Annotated[
+        int,
+        typer.Option(min=0, max=65535, help="The materializer's Prometheus port (0 = a free one)."),
+    ] = 9464,
+    live: Annotated[
+        bool | None,
+        typer.Option(
+            "--live/--no-live", help="The live terminal view (default: when stderr is a terminal)."
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run the platform by itself: stream, features, serving, retraining, drift, quality
@@ -80,6 +93,7 @@ def run(
     from fraudctl.bootstrap import open_spawner
     from fraudctl.rollout import RolloutPlan
     from fraudctl.services.run import Run, RunOptions
+    from fraudctl.stack.native import free_ports
 
     state = state_of(ctx)
     settings = state.settings
@@ -95,6 +109,7 @@ def run(
     except ValueError as exc:
         raise UsageError(str(exc), hint="--step-deadline must be at least --step-every") from exc
     flags = {"home": str(settings.home)} | dict(state.flags)
+    view = not as_json and (err_console.is_terminal if live is None else live)
     options = RunOptions(
         fraudctl=(sys.executable, "-m", "fraudctl",
                   *global_args(flags, state.env_file, state.toml_file)),
@@ -110,18 +125,30 @@ def run(
         check_every_s=parse_duration("--check-every", check_every),
         for_s=parse_duration("--for", for_) if for_ else None,
         history_events=history,
+        metrics_port=metrics_port or free_ports(("materialize",))["materialize"],
+        observe_every_s=LIVE_EVERY_S if view else None,
     )  # fmt: skip
-    show = print_json if as_json else _print_event
+    show = print_json if as_json else (_ignore if view else _print_event)
+    title = f"fraudctl run · {settings.profile} · {options.url}"
     with GracefulStop() as stop:
-        runner = Run(state.backends, options, open_spawner(), dict(os.environ), show,
-                     stop.requested)  # fmt: skip
-        summary = runner.run()
+        if view:
+            screen = LiveView(err_console, title)
+            with screen.shown():
+                summary = Run(state.backends, options, open_spawner(), dict(os.environ), show,
+                              stop.requested, on_tick=screen.draw).run()  # fmt: skip
+        else:
+            summary = Run(state.backends, options, open_spawner(), dict(os.environ), show,
+                          stop.requested).run()  # fmt: skip
     if as_json:
         print_json({"event": "summary", **summary.as_dict()})
     else:
         _print_summary(summary.as_dict())
     if summary.interrupted:
         raise typer.Exit(ExitCode.INTERRUPTED)
+
+
+def _ignore(_event: dict[str, Any]) -> None:
+    """The live view draws the events itself."""
 
 
 def _print_event(event: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,9 +34,11 @@ from fraudctl.gates import Alias, CanaryWindow, Gate, Limits, serving_gate
 from fraudctl.ports import Backends, Child, Gauge, Spawner
 from fraudctl.rollout import Move, Rollout, RolloutPlan, step_verdict
 from fraudctl.schedule import Every, next_due
+from fraudctl.services.live import Observer
 from fraudctl.services.supervise import Backoff, ChildSpec, Supervisor, stop_child
 
 RUN_JOB = "fraudctl_run"  # the Pushgateway job of the run's gauges
+RECENT_EVENTS = 8  # the events the live view lists
 STOP_ORDER = ["produce", "materialize", "serve"]  # the producer first, the server last
 HOLD_REPEAT_S = 60.0
 
@@ -56,6 +59,8 @@ class RunOptions:
     for_s: float | None = None
     history_events: int = 20_000
     backoff: Backoff = field(default_factory=Backoff)
+    metrics_port: int = 0  # the materializer's Prometheus port (0: it serves none)
+    observe_every_s: float | None = None  # the live view's figures (None: not read)
 
     @property
     def url(self) -> str:
@@ -99,7 +104,9 @@ class Run:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        on_tick: Callable[[Run], None] | None = None,
     ) -> None:
+        self._on_tick = on_tick  # after every turn of the loop (the live view redraws)
         self.backends, self.options, self._spawner, self._env = backends, options, spawner, env
         self._emit_to, self._should_stop, self._clock, self._sleep = emit, should_stop, clock, sleep
         self.limits = Limits.of(backends.settings)
@@ -116,6 +123,14 @@ class Run:
         self._bootstrapping = False
         self._replan_at: float | None = None
         self._history_laid = False  # a retried bootstrap does not lay down a second one
+        self._last: dict[str, dict[str, Any]] = {}  # each job's last result event
+        self._hold_reason: str | None = None
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
+        self._observer = None if options.observe_every_s is None else Observer(
+            backends.scraper,
+            f"http://127.0.0.1:{options.metrics_port}/metrics" if options.metrics_port else None,
+            backends.server(options.url), options.observe_every_s, clock,
+        )  # fmt: skip
         now = clock()
         self.schedules = [
             Every("train", options.train_every_s, now + options.train_every_s),
@@ -136,6 +151,8 @@ class Run:
                 if self.options.for_s is not None and self._clock() - started >= self.options.for_s:
                     break
                 self._tick()
+                if self._on_tick is not None:
+                    self._on_tick(self)
                 self._sleep(0.2)
             else:
                 self.summary.interrupted = True
@@ -179,6 +196,8 @@ class Run:
             if event["event"] == "restarted":
                 self._push()
         self._children()
+        if self._observer is not None:
+            self._observer.observe(serving=self._ready)
         if self._job is not None:
             self._poll_job()
         if self._job is None:
@@ -192,7 +211,10 @@ class Run:
         """Start each child once what it needs is there."""
         follow = not self._bootstrapping or self.options.rate is None  # else: its history first
         if follow and not self.supervisor.known("materialize"):
-            self._start_child("materialize", ["materialize", "--follow"])
+            self._start_child(
+                "materialize",
+                ["materialize", "--follow", "--metrics-port", str(self.options.metrics_port)],
+            )
         if not self._bootstrapping and not self.supervisor.known("serve"):
             self._start_child("serve", ["serve", "--port", str(self.options.port), "--engine",
                                         self.options.engine, "--canary", "0", "--shadow"],
@@ -420,7 +442,43 @@ class Run:
     # -- observability and stopping -----------------------------------------------------
 
     def emit(self, event: dict[str, Any]) -> None:
-        self._emit_to({"at": datetime.now(UTC).isoformat(timespec="seconds"), **event})
+        event = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **event}
+        kind = event["event"]
+        if kind == "job":
+            self._last[str(event["job"])] = event
+        elif kind == "hold":
+            self._hold_reason = str(event["reason"])
+        elif kind in ("decision", "promoting"):
+            self._hold_reason = None
+        self.recent.append(event)
+        self._emit_to(event)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the live view draws, as plain values: the children, the running job
+        and when each scheduled one is next due, each job's last result, the canary in
+        progress (and what holds it), the last decisions and the live figures."""
+        now = self._clock()
+        restarts = self.supervisor.restarts()
+        children = {
+            name: {"running": self.supervisor.running(name), "restarts": restarts.get(name, 0),
+                   "ready": self._ready if name == "serve" else None}
+            for name in STOP_ORDER if self.supervisor.known(name)
+        }  # fmt: skip
+        job = self._job
+        return {
+            "bootstrapping": self._bootstrapping,
+            "children": children,
+            "job": None if job is None else {"name": job.name,
+                                             "seconds": round(now - job.started, 1)},
+            "next": {s.name: round(s.wait(now), 1) for s in self.schedules},
+            "queue": list(self._queue),
+            "last": {name: dict(event) for name, event in self._last.items()},
+            "rollout": self.rollout(),
+            "held": self._hold_reason if self._rollout is not None else None,
+            "decisions": [dict(d) for d in self.summary.decisions[-5:]],
+            "figures": dict(self._observer.figures) if self._observer is not None else {},
+            "recent": [dict(e) for e in self.recent],
+        }  # fmt: skip
 
     def _push(self) -> None:
         outcomes = [str(decision["outcome"]) for decision in self.summary.decisions]

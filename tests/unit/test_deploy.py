@@ -108,3 +108,47 @@ def test_terraform_variables_used_are_declared_and_secrets_are_generated() -> No
     for key in ("password", "auth_token"):
         values = re.findall(rf"^\s*{key}\s*=\s*(.+)$", text, re.M)
         assert values and all(v.startswith("random_password.") for v in values), values
+
+
+def parse_cli(args: list[str]) -> list[str]:
+    """The command path ``args`` name in fraudctl's CLI, their options parsed by the CLI
+    itself (an unknown command or option fails here as it would in the pod)."""
+    import typer
+
+    from fraudctl.cli.main import app
+
+    command: Any = typer.main.get_command(app)
+    ctx = command.make_context("fraudctl", [*args], resilient_parsing=False)
+    path = []
+    while hasattr(command, "resolve_command"):
+        rest = [*ctx._protected_args, *ctx.args]  # what click does in invoke()
+        name, command, rest = command.resolve_command(ctx, rest)
+        path.append(name)
+        ctx = command.make_context(name, rest, parent=ctx, resilient_parsing=False)
+    return path
+
+
+def test_run_s_schedule_is_a_cronjob_each_running_the_same_cli() -> None:
+    docs = documents(DEPLOY / "k8s" / "base" / "cronjobs.yaml")
+    jobs = {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == "CronJob"}
+    assert set(jobs) == {"fraudctl-train", "fraudctl-promote-staging", "fraudctl-drift",
+                         "fraudctl-quality", "fraudctl-canary-step"}  # fmt: skip
+    commands = {}
+    for name, job in jobs.items():
+        assert job["spec"]["concurrencyPolicy"] == "Forbid"  # not stacked, as in `run`
+        pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["args"][-1] == "--json"
+        commands[name] = parse_cli(container["args"])
+    assert commands == {
+        "fraudctl-train": ["train"], "fraudctl-promote-staging": ["promote"],
+        "fraudctl-drift": ["drift"], "fraudctl-quality": ["quality"],
+        "fraudctl-canary-step": ["canary", "step"],
+    }  # fmt: skip
+    step_args = jobs["fraudctl-canary-step"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    url = step_args["containers"][0]["args"][step_args["containers"][0]["args"].index("--url") + 1]
+    (service,) = [d["metadata"]["name"] for d in documents(DEPLOY / "k8s/base/rayservice.yaml")
+                  if d["kind"] == "RayService"]  # fmt: skip
+    assert url == f"http://{service}-serve-svc:8000"  # KubeRay's Serve service of it
+    with pytest.raises(Exception, match="no-such"):
+        parse_cli(["canary", "step", "--no-such-option"])

@@ -19,6 +19,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from fraudctl.bootstrap import Wiring
     from fraudctl.config import LoadedConfig, Settings
+    from fraudctl.rollout import RolloutPlan
 
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")
@@ -101,6 +102,38 @@ def free_port_pair() -> int:
         if port_is_free(port + 1):
             return port
     raise FraudctlError("no free pair of loopback ports", hint="pass --port")
+
+
+# The progressive-delivery plan's options, shared by `run` and `canary step`.
+CanaryStepsOption = Annotated[
+    str, typer.Option(help="Canary weights (percent of users), rising, comma-separated.")
+]
+StepEveryOption = Annotated[
+    str, typer.Option(help="The least time at each step before it may advance.")
+]
+StepDeadlineOption = Annotated[
+    str | None,
+    typer.Option(help="A step with no verdict this long is rolled back (default: 6 steps)."),
+]
+
+
+def rollout_plan(canary_steps: str, step_every: str, step_deadline: str | None) -> RolloutPlan:
+    """The progressive-delivery plan of `run` and `canary step` from their options (the
+    deadline defaults to six times the time at a step)."""
+    from fraudctl.errors import UsageError
+    from fraudctl.rollout import RolloutPlan
+    from fraudctl.timespec import parse_duration
+
+    try:
+        steps = RolloutPlan.parse_steps(canary_steps)
+    except ValueError as exc:
+        raise UsageError(f"--canary-steps: {exc}", hint="e.g. --canary-steps 10,25,50") from exc
+    step_s = parse_duration("--step-every", step_every)
+    deadline_s = parse_duration("--step-deadline", step_deadline) if step_deadline else 6 * step_s
+    try:
+        return RolloutPlan(steps=steps, step_every_s=step_s, deadline_s=deadline_s)
+    except ValueError as exc:
+        raise UsageError(str(exc), hint="--step-deadline must be at least --step-every") from exc
 
 
 def state_of(ctx: typer.Context) -> AppState:

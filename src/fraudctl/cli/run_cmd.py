@@ -9,17 +9,21 @@ from typing import Annotated, Any
 import typer
 
 from fraudctl.cli.common import (
+    CanaryStepsOption,
     GracefulStop,
     JsonOption,
+    StepDeadlineOption,
+    StepEveryOption,
     check_engine,
     err_console,
     free_port_pair,
     global_args,
     print_json,
+    rollout_plan,
     state_of,
 )
 from fraudctl.cli.run_view import LiveView
-from fraudctl.errors import ExitCode, UsageError
+from fraudctl.errors import ExitCode
 from fraudctl.timespec import parse_duration
 
 LIVE_EVERY_S = 2.0  # how often the live view reads the materializer and the server
@@ -34,16 +38,9 @@ def run(
         bool,
         typer.Option("--no-produce", help="No producer: a real deployment has its own stream."),
     ] = False,
-    canary_steps: Annotated[
-        str, typer.Option(help="Canary weights (percent of users), rising, comma-separated.")
-    ] = "10,25,50",
-    step_every: Annotated[
-        str, typer.Option(help="The least time at each step before it may advance.")
-    ] = "10m",
-    step_deadline: Annotated[
-        str | None,
-        typer.Option(help="A step with no verdict this long is rolled back (default: 6 steps)."),
-    ] = None,
+    canary_steps: CanaryStepsOption = "10,25,50",
+    step_every: StepEveryOption = "10m",
+    step_deadline: StepDeadlineOption = None,
     train_every: Annotated[str, typer.Option(help="Retrain on this interval.")] = "1h",
     drift_every: Annotated[str, typer.Option(help="Measure drift on this interval.")] = "15m",
     quality_every: Annotated[
@@ -91,23 +88,13 @@ def run(
     Ctrl-C / SIGTERM stops everything in order (producer, materialize, server): exit 130.
     """
     from fraudctl.bootstrap import open_spawner
-    from fraudctl.rollout import RolloutPlan
     from fraudctl.services.run import Run, RunOptions
     from fraudctl.stack.native import free_ports
 
     state = state_of(ctx)
     settings = state.settings
-    try:
-        steps = RolloutPlan.parse_steps(canary_steps)
-    except ValueError as exc:
-        raise UsageError(f"--canary-steps: {exc}", hint="e.g. --canary-steps 10,25,50") from exc
+    plan = rollout_plan(canary_steps, step_every, step_deadline)
     check_engine(engine)
-    step_s = parse_duration("--step-every", step_every)
-    deadline_s = parse_duration("--step-deadline", step_deadline) if step_deadline else 6 * step_s
-    try:
-        plan = RolloutPlan(steps=steps, step_every_s=step_s, deadline_s=deadline_s)
-    except ValueError as exc:
-        raise UsageError(str(exc), hint="--step-deadline must be at least --step-every") from exc
     flags = {"home": str(settings.home)} | dict(state.flags)
     view = not as_json and (err_console.is_terminal if live is None else live)
     options = RunOptions(

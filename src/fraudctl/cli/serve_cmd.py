@@ -12,8 +12,11 @@ from rich.console import Console
 
 from fraudctl.adapters.serve_client import call_server
 from fraudctl.cli.common import (
+    CanaryStepsOption,
     GracefulStop,
     JsonOption,
+    StepDeadlineOption,
+    StepEveryOption,
     check_engine,
     console,
     err_console,
@@ -298,3 +301,38 @@ def watch(
         print_json(result.as_dict())
     else:
         console.print(f"no breach in {result.checks} check(s) ({result.quality_checks} of quality)")
+
+
+@canary_app.command("step")
+def step(
+    ctx: typer.Context,
+    url: UrlOption = DEFAULT_URL,
+    canary_steps: CanaryStepsOption = "10,25,50",
+    step_every: StepEveryOption = "10m",
+    step_deadline: StepDeadlineOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Take the staging candidate's next progressive-delivery step, once: what `fraudctl
+    run` does every --check-every, for a scheduler that runs it (a Kubernetes CronJob).
+
+    Where the rollout stands is read back, not kept: the candidate is the version at
+    staging; its canary decisions in the promotion log say whether it has begun, how
+    many steps it has taken and since when. Not begun: the canary at the first step.
+    Else the step's serving and quality gates decide: hold, next step, production
+    (`promote --to production`) or roll back. Every move is recorded. Exit 0 (nothing to
+    do, begun, held, advanced, promoted), 4 rolled back, 3 server or registry down.
+    """
+    from fraudctl.cli.common import rollout_plan
+    from fraudctl.errors import Refused
+    from fraudctl.services.canary_step import canary_step
+
+    state = state_of(ctx)
+    plan = rollout_plan(canary_steps, step_every, step_deadline)
+    result = canary_step(state.backends, plan, url)
+    if result.refused:
+        raise Refused(f"canary rolled back: {result.reason}", details=result.as_dict())
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        weight = "" if result.weight is None else f" at {result.weight:g} %"
+        console.print(f"{result.move}: version {result.version or '-'}{weight} - {result.reason}")

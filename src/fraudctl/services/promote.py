@@ -80,14 +80,17 @@ class Decision:
 
     @classmethod
     def new(cls, model_name: str, to: str, version: str, previous: str | None, outcome: str,
-            reason: str = "", gates: list[Gate] | None = None) -> Decision:  # fmt: skip
-        """A decision made now, by this user at this commit, with an id of its own."""
+            reason: str = "", gates: list[Gate] | None = None,
+            at: datetime | None = None) -> Decision:  # fmt: skip
+        """A decision made now (or ``at``), by this user at this commit, with an id of
+        its own."""
         from fraudctl.services.provenance import git_commit
 
         return cls(
             id=uuid.uuid4().hex[:12], model_name=model_name, to=to, version=version,
             previous=previous, outcome=outcome, reason=reason, gates=gates or [],
-            at=datetime.now(UTC).isoformat(), user=getpass.getuser(), git_commit=git_commit(),
+            at=(at or datetime.now(UTC)).isoformat(), user=getpass.getuser(),
+            git_commit=git_commit(),
         )  # fmt: skip
 
 
@@ -168,13 +171,14 @@ def _record(log: RecordLog, registry: ModelRegistry, decision: Decision) -> None
 
 
 def record_canary_decision(
-    backends: Backends, version: str, outcome: str, reason: str, gates: list[Gate]
-) -> dict[str, Any]:
+    backends: Backends, version: str, outcome: str, reason: str, gates: list[Gate],
+    at: datetime | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """A progressive-delivery transition (``fraudctl run``: the canary ``stepped`` to a
     weight, or ``rolled_back``), recorded like a promotion: in the promotion log (so
     ``promote --history`` lists it) and on the version's tags (``to`` is ``canary``)."""
     decision = Decision.new(backends.registry.model_name, "canary", version, None, outcome,
-                            reason, gates)  # fmt: skip
+                            reason, gates, at)  # fmt: skip
     _record(backends.offline, backends.registry, decision)
     return decision.as_dict()
 

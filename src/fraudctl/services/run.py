@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from fraudctl.errors import BackendUnavailable
-from fraudctl.gates import Alias, CanaryWindow, Gate, Limits, serving_gate
+from fraudctl.gates import Alias, Gate, Limits
 from fraudctl.ports import Backends, Child, Gauge, Spawner
-from fraudctl.rollout import Move, Rollout, RolloutPlan, step_verdict
+from fraudctl.rollout import Move, Rollout, RolloutPlan
 from fraudctl.schedule import Every, next_due
+from fraudctl.services.canary_step import judge_step
 from fraudctl.services.live import Observer
 from fraudctl.services.supervise import Backoff, ChildSpec, Supervisor, stop_child
 
@@ -362,32 +363,21 @@ class Run:
     def _step(self) -> None:
         rollout = self._rollout
         assert rollout is not None
-        from fraudctl.services.promote import measure_quality_gate
-
-        server = self.backends.server(self.options.url)
-        window_s = max(self._clock() - rollout.since, 1.0)
-        try:
-            status = server.status(window_s)
-        except BackendUnavailable as exc:
-            self._hold(f"the server does not answer ({exc.message})")
+        now = self._clock()
+        judged = judge_step(self.backends, self.options.url, self.options.plan, rollout,
+                            self.limits, now, max(now - rollout.since, 1.0))  # fmt: skip
+        if isinstance(judged, str):
+            self._hold(judged)
             return
-        serving_version = ((status.get("models") or {}).get("canary") or {}).get("model_version")
-        if str(serving_version) != rollout.version:
-            self._hold(f"the server does not serve version {rollout.version} as the canary yet "
-                       f"(canary: {serving_version or 'none'})")  # fmt: skip
-            return
-        window = CanaryWindow.of((status.get("variants") or {}).get("canary"), window_s)
-        serving = serving_gate(window, self.limits)
-        quality = measure_quality_gate(self.backends, rollout.version, self.limits)
-        verdict = step_verdict(self.options.plan, rollout, serving, quality, self._clock())
+        verdict, gates = judged
         if verdict.move is Move.HOLD:
             self._hold(verdict.reason)
         elif verdict.move is Move.ADVANCE:
             self._rollout = Rollout(rollout.version, rollout.step + 1, self._clock())
             self._set_weight(verdict.weight, verdict.reason)
-            self._record(rollout.version, "stepped", verdict.reason, [serving, quality])
+            self._record(rollout.version, "stepped", verdict.reason, gates)
         elif verdict.move is Move.ROLLBACK:
-            self._roll_back(rollout.version, verdict.reason, [serving, quality])
+            self._roll_back(rollout.version, verdict.reason, gates)
         else:
             self._promoting = rollout.version
             self.emit({"event": "promoting", "version": rollout.version, "reason": verdict.reason})

@@ -58,11 +58,12 @@ demo: install .env
 # Every test: the unit tier spread over the cores (pytest-xdist), then the tests against
 # real services spread the same way, a module per worker (--dist loadfile: a module's
 # one module-wide setup stays on one worker; xdist_group marks are not honoured by
-# pytest-xdist 3.8 on pytest 9 — measured); each worker runs its own native stack.
+# pytest-xdist 3.8 on pytest 9 — measured); each worker runs its own native stack. The
+# modules go longest first (tests/conftest.py: MODULE_SECONDS), not xdist's order.
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) tests/unit
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile \
-	  --durations=$(TEST_DURATIONS) tests/integration tests/faults
+	  --no-loadscope-reorder --durations=$(TEST_DURATIONS) tests/integration tests/faults
 
 # The inner loop: no services, no network (tests/unit; about 80 s on 2 cores).
 test-fast: $(STAMP)

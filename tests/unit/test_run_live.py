@@ -133,3 +133,25 @@ def test_the_snapshot_mid_rollout_draws_every_part_of_the_screen(
         assert expected in screen, (expected, screen)
     started = [" ".join(a[3:7]) for a in run._spawner.argvs if "materialize" in a]  # type: ignore[attr-defined]
     assert started[0] == "materialize --follow --metrics-port 7"
+
+
+def test_demo_live_counts_full_cycles_and_rollbacks() -> None:
+    from fraudctl.cli.demo_live import _report
+
+    def decision(to: str, version: str, outcome: str) -> dict[str, Any]:
+        return {"to": to, "version": version, "outcome": outcome, "reason": ""}
+
+    summary = {"seconds": 300.0, "restarts": {}, "decisions": [
+        decision("staging", "1", "promoted"), decision("production", "1", "promoted"),  # waived
+        decision("staging", "2", "promoted"), decision("canary", "2", "stepped"),
+        decision("canary", "2", "stepped"), decision("production", "2", "promoted"),
+        decision("staging", "3", "promoted"), decision("canary", "3", "stepped"),
+        decision("canary", "3", "rolled_back")]}  # fmt: skip
+    report = _report(summary, Path("/h"))
+    assert report["cycles"] == ["2"] and report["rolled_back"] == ["3"]
+    assert report["logs"] == "/h/run-logs"
+
+
+def test_demo_live_is_for_the_embedded_default(cli: Any) -> None:
+    result = cli("--profile", "stack", "demo", "--live", "--json")
+    assert result.code == 2 and "local profile" in result.json()["error"]["message"]

@@ -181,6 +181,16 @@ def test_the_first_model_is_bootstrapped_before_anything_is_served(
     assert started[:6] == ["produce --rate", "materialize --json", "train --json",
                            "drift --source", "promote --to", "promote --to"]  # fmt: skip
     assert started[6:9] == ["materialize --follow", "serve --port", "produce --rate"]
+    # the drift of the history's newest quarter: an event-time window ending when the
+    # history job began (the history spans count/rate = 2000 s), not `last:` from now,
+    # which a long training would have moved past the history's end
+    from datetime import datetime
+
+    history, drift = [a for a in spawner.argvs if a[3] in ("produce", "drift")][:2]
+    assert history[history.index("--span") + 1] == "2000s"
+    start, end = drift[drift.index("--current") + 1].split("/")
+    seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    assert seconds == 500 + 1  # a quarter of the span, and the second the history began in
     assert [(d["to"], d["outcome"]) for d in summary.decisions] == [
         ("staging", "promoted"),
         ("production", "promoted"),

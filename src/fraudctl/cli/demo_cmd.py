@@ -20,6 +20,13 @@ def demo(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the steps and their commands; run nothing.")
     ] = False,
+    live: Annotated[
+        bool,
+        typer.Option("--live", help="Instead of the scripted steps: `fraudctl run` by itself."),
+    ] = False,
+    for_: Annotated[
+        str, typer.Option("--for", help="With --live: how long the run goes on.")
+    ] = "6m",
     as_json: JsonOption = False,
 ) -> None:
     """Run the whole loop end to end: produce → materialize → train → promote → retrain →
@@ -31,10 +38,22 @@ def demo(
     On the local profile every run gets a fresh home (HOME/demo/<time>); on the stack
     profile the run gets its own topics, bucket and model name on the running services.
     Exit 0 when every step did what it should.
+
+    --live: `fraudctl run` instead, on a fresh local home with short intervals (a first
+    model bootstrapped, served traffic with delayed labels, retraining every minute, the
+    canary at 20 % then 50 %, 20 s a step), for --for (6 min), then the decisions it
+    made. Exit 0 when a candidate went through the canary's steps to production, 4 when
+    none did in the time.
     """
     from fraudctl.cli.demo_steps import Demo, DemoPlan, DemoStepFailed, demo_home, demo_steps
 
     state = state_of(ctx)
+    if live:
+        from fraudctl.cli.demo_live import live_demo
+        from fraudctl.timespec import parse_duration
+
+        live_demo(state, parse_duration("--for", for_), port, as_json)
+        return
     settings = state.settings
     home = demo_home(settings.home)
     plan = DemoPlan(

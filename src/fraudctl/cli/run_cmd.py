@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -25,6 +25,10 @@ from fraudctl.cli.common import (
 from fraudctl.cli.run_view import LiveView
 from fraudctl.errors import ExitCode
 from fraudctl.timespec import parse_duration
+
+if TYPE_CHECKING:
+    from fraudctl.ports import Backends
+    from fraudctl.services.run import RunOptions, RunSummary
 
 LIVE_EVERY_S = 2.0  # how often the live view reads the materializer and the server
 
@@ -87,8 +91,7 @@ def run(
     (`promote --history`). Logs under HOME/run-logs/. --json: one JSON line per event.
     Ctrl-C / SIGTERM stops everything in order (producer, materialize, server): exit 130.
     """
-    from fraudctl.bootstrap import open_spawner
-    from fraudctl.services.run import Run, RunOptions
+    from fraudctl.services.run import RunOptions
     from fraudctl.stack.native import free_ports
 
     state = state_of(ctx)
@@ -115,17 +118,8 @@ def run(
         metrics_port=metrics_port or free_ports(("materialize",))["materialize"],
         observe_every_s=LIVE_EVERY_S if view else None,
     )  # fmt: skip
-    show = print_json if as_json else (_ignore if view else _print_event)
     title = f"fraudctl run · {settings.profile} · {options.url}"
-    with GracefulStop() as stop:
-        if view:
-            screen = LiveView(err_console, title)
-            with screen.shown():
-                summary = Run(state.backends, options, open_spawner(), dict(os.environ), show,
-                              stop.requested, on_tick=screen.draw).run()  # fmt: skip
-        else:
-            summary = Run(state.backends, options, open_spawner(), dict(os.environ), show,
-                          stop.requested).run()  # fmt: skip
+    summary = run_shown(state.backends, options, as_json, view, title)
     if as_json:
         print_json({"event": "summary", **summary.as_dict()})
     else:
@@ -134,11 +128,30 @@ def run(
         raise typer.Exit(ExitCode.INTERRUPTED)
 
 
+def run_shown(
+    backends: Backends, options: RunOptions, as_json: bool, view: bool, title: str
+) -> RunSummary:
+    """The run, shown as JSON lines, event lines, or the live view (``view``; the
+    options must then ask for the figures: ``observe_every_s``), until it stops."""
+    from fraudctl.bootstrap import open_spawner
+    from fraudctl.services.run import Run
+
+    show = print_json if as_json else (_ignore if view else print_event)
+    with GracefulStop() as stop:
+        if not view:
+            return Run(backends, options, open_spawner(), dict(os.environ), show,
+                       stop.requested).run()  # fmt: skip
+        screen = LiveView(err_console, title)
+        with screen.shown():
+            return Run(backends, options, open_spawner(), dict(os.environ), show,
+                       stop.requested, on_tick=screen.draw).run()  # fmt: skip
+
+
 def _ignore(_event: dict[str, Any]) -> None:
     """The live view draws the events itself."""
 
 
-def _print_event(event: dict[str, Any]) -> None:
+def print_event(event: dict[str, Any]) -> None:
     kind = event.get("event")
     at = str(event.get("at", ""))[11:19]
     if kind == "job":

@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,7 @@ class Run:
         self._bootstrapping = False
         self._replan_at: float | None = None
         self._history_laid = False  # a retried bootstrap does not lay down a second one
+        self._history_end: datetime | None = None  # wall time the history's events end
         self._last: dict[str, dict[str, Any]] = {}  # each job's last result event
         self._hold_reason: str | None = None
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
@@ -263,10 +264,10 @@ class Run:
                         "--seed", "1"],
             "materialize": ["materialize"],
             "train": ["train"],
-            # the history's newest hours against the training window: the staging gate
+            # the history's newest quarter against the training window: the staging gate
             # needs a drift result
             "drift-history": ["drift", "--source", "events", "--current",
-                              f"last:{self._history_span_s() / 4:.0f}s"],
+                              self._history_newest()],
             # served traffic since the last drift run
             "drift": ["drift", "--current", f"last:{max(self.options.drift_every_s, 60):.0f}s"],
             "quality": ["quality", "--window", "last:24h", "--by", "variant"],
@@ -274,10 +275,23 @@ class Run:
             "promote-production": ["promote", "--to", "production", "--url", url],
         }[name]  # fmt: skip
 
+    def _history_newest(self) -> str:
+        """The newest quarter of the history's event time: it ends when the history
+        job began (`produce --span` without --start ends the span then), not when this
+        drift job begins, a train later. With no history laid down here (no producer),
+        the stream's newest quarter of that span."""
+        quarter = self._history_span_s() / 4
+        if self._history_end is None:
+            return f"last:{quarter:.0f}s"
+        end = self._history_end
+        return f"{_iso(end - timedelta(seconds=quarter))}/{_iso(end + timedelta(seconds=1))}"
+
     def _history_span_s(self) -> float:
         return max(self.options.history_events / (self.options.rate or 1.0), 60.0)
 
     def _start_job(self, name: str, schedule: Every | None) -> None:
+        if name == "history":
+            self._history_end = datetime.now(UTC)
         self._jobs_run += 1
         stem = self.options.logs / "jobs" / f"{self._jobs_run:04d}-{name}"
         out, log = stem.with_suffix(".json"), stem.with_suffix(".log")
@@ -506,6 +520,10 @@ def run_gauges(
     gauges += [Gauge("fraudctl_run_decisions", "Decisions the run recorded, by outcome.",
                      float(n), {"outcome": o}) for o, n in counted.items()]  # fmt: skip
     return gauges
+
+
+def _iso(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

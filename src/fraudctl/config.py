@@ -195,6 +195,9 @@ class Settings(BaseModel):
     promote_auc_floor: float = Field(
         ge=0.5, le=1.0, description="ROC AUC a first 'staging' model must reach."
     )
+    promote_auc_tolerance: float = Field(
+        ge=0.0, le=0.5, description="How far below staging's ROC AUC a version may be."
+    )
     promote_eval_events: int = Field(
         ge=200, description="Newest labeled events both models are scored on to promote."
     )
@@ -390,6 +393,7 @@ def profile_defaults(profile: Profile, home: Path) -> dict[str, Any]:
         "otlp_endpoint": None,
         "pushgateway_url": None,
         "promote_auc_floor": 0.8,
+        "promote_auc_tolerance": 0.0,
         "promote_eval_events": 5000,
         "promote_canary_min_requests": 500,
         "canary_max_error_rate": 0.01,

@@ -52,6 +52,8 @@ class _Thresholds(Protocol):
     @property
     def promote_auc_floor(self) -> float: ...
     @property
+    def promote_auc_tolerance(self) -> float: ...
+    @property
     def promote_canary_min_requests(self) -> int: ...
     @property
     def promote_quality_metric(self) -> str: ...
@@ -91,6 +93,7 @@ class Limits:
     min_requests: int
     drift_threshold: float
     auc_floor: float
+    auc_tolerance: float = 0.0
     quality: QualityRule = field(default_factory=QualityRule)
     min_eval_rows: int = MIN_EVAL_ROWS
 
@@ -102,6 +105,7 @@ class Limits:
             min_requests=settings.promote_canary_min_requests,
             drift_threshold=settings.drift_threshold,
             auc_floor=settings.promote_auc_floor,
+            auc_tolerance=settings.promote_auc_tolerance,
             quality=QualityRule(
                 metric=settings.promote_quality_metric,
                 margin=settings.promote_quality_margin,
@@ -367,8 +371,9 @@ class AucWindow:
 def auc_gate(window: AucWindow, auc: float | None, staging: tuple[str, float] | None,
              limits: Limits) -> Gate:  # fmt: skip
     """``staging``: the version's ROC AUC on the newest labeled events is at least the
-    current staging's on the same events (``staging`` = its version and AUC), or at
-    least the floor when there is no staging. ``auc`` None: the window was too small."""
+    current staging's on the same events less the tolerance (``staging`` = its version
+    and AUC), or at least the floor when there is no staging. ``auc`` None: the window
+    was too small."""
     measured = window.as_dict()
     if auc is None or not window.comparable(limits) or not math.isfinite(auc):
         return Gate(
@@ -391,14 +396,16 @@ def auc_gate(window: AucWindow, auc: float | None, staging: tuple[str, float] | 
         )
     staging_version, staging_auc = staging
     measured |= {"staging_version": staging_version, "staging_roc_auc": round(staging_auc, 6)}
-    passed = auc >= staging_auc
+    tolerance = limits.auc_tolerance
+    passed = auc >= staging_auc - tolerance
+    less = f" - {tolerance:g}" if tolerance else ""
     return Gate(
         "auc",
         passed,
         measured,
-        "ROC AUC ≥ staging's on the same window",
+        f"ROC AUC ≥ staging's{less} on the same window",
         f"ROC AUC {auc:.4f} {'≥' if passed else '<'} staging v{staging_version} "
-        f"{staging_auc:.4f} on the newest {window.rows:,} labeled events",
+        f"{staging_auc:.4f}{less} on the newest {window.rows:,} labeled events",
     )
 
 

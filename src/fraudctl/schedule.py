@@ -33,6 +33,10 @@ class Every:
         self.skipped += passed
         self.next_at += (passed + 1) * self.every_s
 
+    def begin_at(self, now: float) -> None:
+        """The grid begins again: first due one interval after ``now``."""
+        self.next_at = now + self.every_s
+
     def wait(self, now: float) -> float:
         """Seconds until due (0 when due)."""
         return max(0.0, self.next_at - now)

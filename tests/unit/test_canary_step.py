@@ -60,6 +60,11 @@ def test_a_good_candidate_is_stepped_to_production_by_repeated_stateless_steps(
     # one: the log's order by time is not the order here)
     recorded = sorted((d["to"], d["outcome"]) for d in history(backends.offline, "fraud-detector"))
     assert recorded == [("canary", "stepped")] * 3 + [("production", "promoted")], recorded
+    # production moved back to version 1 by a person: version 2, still at staging, went
+    # to production once and is not rolled out again
+    backends.registry.set_alias("production", "1")
+    again = canary_step(backends, PLAN, "http://fake", clock)
+    assert again.move == "none" and "went to production before" in again.reason
 
 
 def test_a_worse_candidate_is_rolled_back_at_its_first_step_and_stays_back(

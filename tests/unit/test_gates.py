@@ -168,6 +168,18 @@ def test_auc_gate_against_staging_on_the_same_window(auc: float, staging_auc: fl
     assert gate.measured["staging_version"] == "4"
 
 
+@pytest.mark.parametrize(("auc", "staging_auc"), [(0.88, 0.9), (0.88 - EPS, 0.9), (0.5, 0.95)])
+def test_auc_gate_tolerance_below_staging(auc: float, staging_auc: float) -> None:
+    from dataclasses import replace
+
+    gate = auc_gate(
+        AucWindow(1000, 100), auc, ("4", staging_auc), replace(LIMITS, auc_tolerance=0.02)
+    )
+    assert gate.passed == (auc >= staging_auc - 0.02)
+    assert gate.rule == "ROC AUC ≥ staging's - 0.02 on the same window"
+    assert gate.detail.endswith(f"{staging_auc:.4f} - 0.02 on the newest 1,000 labeled events")
+
+
 def test_auc_gate_refuses_a_non_finite_auc() -> None:
     assert not auc_gate(AucWindow(1000, 100), math.nan, None, LIMITS).passed
 

@@ -196,6 +196,8 @@ def test_the_first_model_is_bootstrapped_before_anything_is_served(
         ("production", "promoted"),
     ]
     assert server.changes == []  # no rollout: nothing to protect yet
+    # the jobs' grids begin again with the serving: none ran in a burst on a young stream
+    assert all(s.runs == 0 and s.next_at > 1000.0 for s in run.schedules), run.schedules
 
 
 def test_a_bootstrap_refused_at_staging_tries_again_without_a_second_history(
@@ -283,3 +285,96 @@ def test_the_run_gauges_count_decisions_by_outcome_and_restarts_by_child() -> No
     }
     idle = {g.name: g.value for g in run_gauges(None, {}, [])}
     assert idle == {"fraudctl_run_canary_weight": 0.0, "fraudctl_run_canary_step": 0.0}
+
+
+def test_a_candidate_put_at_staging_by_someone_else_is_rolled_out(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """`promote --to staging` from CI, or a person moving the alias in MLflow's UI: the
+    run finds the version at staging and takes it through the steps like its own."""
+    clock, server, backends = good_candidate(settings)
+    backends.registry.set_alias("staging", "2")
+    spawner = ScriptedSpawner(jobs("2"))
+    run = a_run(backends, spawner, clock, tmp_path, for_s=600.0)
+    run.schedules[0].next_at = 10_000.0  # no training of its own
+    summary = run.run()
+    assert [w for w, _ in server.changes] == [10.0, 25.0, 50.0]
+    assert [(d["to"], d["outcome"]) for d in summary.decisions] == [
+        ("canary", "stepped"), ("canary", "stepped"), ("canary", "stepped"),
+        ("production", "promoted"),
+    ]  # fmt: skip
+    assert "version 2 is at staging (not promoted by this run)" in summary.decisions[0]["reason"]
+
+
+def test_a_rollout_left_in_progress_goes_on_from_its_step(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A run restarted mid-rollout (or one after `canary step`s): the promotion log says
+    version 2 is at its second step; the run sets that weight again and goes on."""
+    from datetime import UTC, datetime, timedelta
+
+    from fraudctl.services.promote import record_canary_decision
+
+    clock, server, backends = good_candidate(settings)
+    backends.registry.set_alias("staging", "2")
+    begun = datetime.now(UTC) - timedelta(seconds=100)
+    record_canary_decision(backends, "2", "stepped", "canary at step 1", [], begun)
+    record_canary_decision(backends, "2", "stepped", "to 25 %", [], begun + timedelta(seconds=70))
+    run = a_run(backends, ScriptedSpawner(jobs("2")), clock, tmp_path, for_s=400.0)
+    run.schedules[0].next_at = 10_000.0
+    summary = run.run()
+    resumed = next(e for e in run.events if e["event"] == "resumed")  # type: ignore[attr-defined]
+    assert resumed["version"] == "2" and resumed["step"] == 2 and resumed["weight"] == 25.0
+    assert [w for w, _ in server.changes] == [25.0, 50.0]
+    assert [(d["to"], d["outcome"]) for d in summary.decisions] == [
+        ("canary", "stepped"), ("production", "promoted")]  # fmt: skip
+
+
+def test_a_version_trained_during_a_rollout_is_the_next_candidate(
+    settings: Settings, tmp_path: Path
+) -> None:
+    clock, _server, backends = good_candidate(settings)
+    for _ in range(3):  # versions 3 to 5, registered by the trainings
+        backends.registry.add_version(object())
+    versions = itertools.count(2)
+    scripted = jobs("2")
+
+    def respond(argv: list[str]) -> tuple[int, dict[str, Any]]:
+        code, document = scripted(argv)
+        if "train" in argv:
+            document["version"] = str(next(versions))
+        elif "--version" in argv:
+            document["version"] = argv[argv.index("--version") + 1]
+        return code, document
+
+    spawner = ScriptedSpawner(respond)
+    run = a_run(backends, spawner, clock, tmp_path, for_s=320.0, train_every_s=70.0)
+    summary = run.run()
+    promotions = [a[a.index("--version") + 1] for a in spawner.argvs
+                  if "--to" in a and a[a.index("--to") + 1] == "staging"]  # fmt: skip
+    # version 2 at once; 3 and 4 trained while 2 was out (at 70 s and 140 s; it took
+    # three 60-s steps): the newest, 4, tried after it
+    assert promotions == ["2", "4"], summary.decisions
+    production = [d for d in summary.decisions if d["to"] == "production"]
+    assert [d["version"] for d in production] == ["2"]
+    assert summary.rollout is not None and summary.rollout["version"] == "4"
+
+
+def test_a_restarted_server_is_given_the_steps_weight_again(
+    settings: Settings, tmp_path: Path
+) -> None:
+    clock, server, backends = good_candidate(settings)
+    run = a_run(backends, spawner := ScriptedSpawner(jobs("2")), clock, tmp_path, for_s=120.0)
+    real_tick, killed = run._tick, []
+
+    def tick() -> None:
+        real_tick()
+        if clock.now >= 30.0 and not killed:  # kill -9 the server at the first step
+            killed.append(next(c for c, a in zip(spawner.started, spawner.argvs, strict=True)
+                               if "serve" in a))  # fmt: skip
+            killed[0].signal(9)
+
+    run._tick = tick  # type: ignore[method-assign]
+    run.run()
+    assert server.changes[0][0] == 10.0
+    assert server.changes[1] == (10.0, "the server is back: version 2 at 10 % again")

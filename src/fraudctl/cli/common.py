@@ -104,6 +104,10 @@ def free_port_pair() -> int:
     raise FraudctlError("no free pair of loopback ports", hint="pass --port")
 
 
+# The generator's fraud rate, shared by `produce` and `run` (its producer and history).
+FraudRateOption = Annotated[float, typer.Option(min=0, max=0.5, help="Share of fraud events.")]
+FRAUD_RATE = 0.02
+
 # The progressive-delivery plan's options, shared by `run` and `canary step`.
 CanaryStepsOption = Annotated[
     str, typer.Option(help="Canary weights (percent of users), rising, comma-separated.")

@@ -12,6 +12,8 @@ from rich.live import Live
 from rich.panel import Panel
 
 from fraudctl.cli.common import (
+    FRAUD_RATE,
+    FraudRateOption,
     GracefulStop,
     JsonOption,
     console,
@@ -52,9 +54,7 @@ def produce(
         ),
     ] = None,
     users: Annotated[int, typer.Option(min=1, help="Size of the user population.")] = 10_000,
-    fraud_rate: Annotated[
-        float, typer.Option(min=0, max=0.5, help="Share of fraud events.")
-    ] = 0.02,
+    fraud_rate: FraudRateOption = FRAUD_RATE,
     label_delay: Annotated[
         float, typer.Option(min=0, help="Seconds after each event its true label is published.")
     ] = 60.0,

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fraudctl.cli.common import (
+    FRAUD_RATE,
     CanaryStepsOption,
+    FraudRateOption,
     GracefulStop,
     JsonOption,
     StepDeadlineOption,
@@ -63,6 +65,7 @@ def run(
     label_delay: Annotated[
         float, typer.Option(min=0, help="Seconds after each event its true label is published.")
     ] = 60.0,
+    fraud_rate: FraudRateOption = FRAUD_RATE,
     history: Annotated[
         int,
         typer.Option(min=1000, help="With no production model yet: events of the first history."),
@@ -108,6 +111,7 @@ def run(
         engine=engine,
         rate=None if no_produce else rate,
         label_delay_s=label_delay,
+        fraud_rate=fraud_rate,
         plan=plan,
         train_every_s=parse_duration("--train-every", train_every),
         drift_every_s=parse_duration("--drift-every", drift_every),

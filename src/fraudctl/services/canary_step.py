@@ -77,36 +77,73 @@ def _at(clock: Callable[[], float]) -> datetime:
     return datetime.fromtimestamp(clock(), UTC)
 
 
-def canary_step(
-    backends: Backends, plan: RolloutPlan, url: str, clock: Callable[[], float] = time.time
-) -> StepResult:
-    """Take the candidate's next step, reading where it stands (module docstring)."""
-    from fraudctl.services.promote import (
-        PromoteOptions,
-        history,
-        promote,
-        record_canary_decision,
-    )
+@dataclass(frozen=True)
+class Standing:
+    """Where the rollout stands, read back (module docstring): the candidate at
+    ``staging`` beyond ``production`` (None: none) and its canary decisions, oldest first."""
+
+    version: str | None
+    canary: list[dict[str, Any]] = field(default_factory=list)
+    was_production: bool = False  # promoted to production once (production moved back since)
+
+    @property
+    def rolled_back(self) -> bool:
+        return bool(self.canary) and self.canary[-1].get("outcome") == "rolled_back"
+
+    @property
+    def settled(self) -> bool:
+        """Judged already: rolled back, or promoted to production once."""
+        return self.rolled_back or self.was_production
+
+    def rollout(self, plan: RolloutPlan) -> Rollout | None:
+        """The rollout in progress (``since`` in epoch seconds: when its step was
+        recorded); None when it has not begun or was rolled back."""
+        if self.version is None or not self.canary or self.settled:
+            return None
+        step = min(len(self.canary) - 1, len(plan.steps) - 1)
+        return Rollout(self.version, step, _epoch(str(self.canary[-1]["at"])))
+
+
+def standing(backends: Backends) -> Standing:
+    """The candidate at staging and its canary decisions in the promotion log."""
+    from fraudctl.services.promote import history
 
     registry = backends.registry
     aliases = registry.aliases([Alias.STAGING, Alias.PRODUCTION])
     version, production = aliases[Alias.STAGING], aliases[Alias.PRODUCTION]
     if version is None or version == production:
-        return StepResult("none", version, None, "no candidate at staging beyond production")
-    canary = [d for d in history(backends.offline, registry.model_name)
-              if d.get("version") == version and d.get("to") == "canary"]  # fmt: skip
+        return Standing(None)
+    log = history(backends.offline, registry.model_name)
+    mine = [d for d in log if d.get("version") == version]
+    canary = [d for d in mine if d.get("to") == "canary"]
+    promoted = any(d.get("to") == Alias.PRODUCTION and d.get("outcome") == "promoted" for d in mine)
+    return Standing(version, canary, promoted)
+
+
+def canary_step(
+    backends: Backends, plan: RolloutPlan, url: str, clock: Callable[[], float] = time.time
+) -> StepResult:
+    """Take the candidate's next step, reading where it stands (module docstring)."""
+    from fraudctl.services.promote import PromoteOptions, promote, record_canary_decision
+
+    found = standing(backends)
+    version, canary = found.version, found.canary
+    if version is None:
+        return StepResult("none", None, None, "no candidate at staging beyond production")
     server = backends.server(url)
-    if canary and canary[-1].get("outcome") == "rolled_back":
+    if found.rolled_back:
         return StepResult("none", version, 0.0, f"version {version} was rolled back "
                           f"({canary[-1].get('reason')}); waiting for a new candidate")  # fmt: skip
-    if not canary:
+    if found.was_production:  # production was moved back from it since: not again
+        return StepResult("none", version, None, f"version {version} went to production "
+                          "before; waiting for a new candidate")  # fmt: skip
+    rollout = found.rollout(plan)
+    if rollout is None:
         weight = plan.steps[0]
         reason = f"version {version} is at staging: canary at step 1 ({weight:g} %)"
         server.set_canary(weight, reason)
         decision = record_canary_decision(backends, version, "stepped", reason, [], _at(clock))
         return StepResult("begin", version, weight, reason, [decision])
-    step = min(len(canary) - 1, len(plan.steps) - 1)
-    rollout = Rollout(version, step, _epoch(str(canary[-1]["at"])))
     weight = rollout.weight(plan)
     now = clock()
     served = float(server.status(1.0).get("canary_weight") or 0.0)

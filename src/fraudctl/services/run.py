@@ -52,6 +52,7 @@ class RunOptions:
     engine: str = "ray"
     rate: float | None = 20.0  # None: no producer (a real deployment has its own stream)
     label_delay_s: float = 60.0
+    fraud_rate: float = 0.02  # the producer's and the history's
     plan: RolloutPlan = field(default_factory=RolloutPlan)
     train_every_s: float = 3600.0
     drift_every_s: float = 900.0
@@ -127,6 +128,10 @@ class Run:
         self._history_end: datetime | None = None  # wall time the history's events end
         self._last: dict[str, dict[str, Any]] = {}  # each job's last result event
         self._hold_reason: str | None = None
+        self._trained: str | None = None  # the version the last train registered
+        self._untried: str | None = None  # one trained while a rollout was out: tried next
+        self._settled: set[str] = set()  # versions found at staging already judged
+        self._warned: str | None = None
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self._observer = None if options.observe_every_s is None else Observer(
             backends.scraper,
@@ -205,8 +210,11 @@ class Run:
         if self._job is None:
             self._next_job()
         now = self._clock()
-        if self._rollout is not None and self._promoting is None and self._check.due(now):
-            self._step()
+        if not self._bootstrapping and self._promoting is None and self._check.due(now):
+            if self._rollout is not None:
+                self._step()
+            elif self._job is None and not self._queue:
+                self._discover()
             self._check.ran(self._clock())
 
     def _children(self) -> None:
@@ -228,11 +236,15 @@ class Run:
                 return
             self._ready = True
             self.emit({"event": "ready", "child": "serve", "url": self.options.url})
+            if self._rollout is not None:  # a restarted server starts at --canary 0
+                weight = self._rollout.weight(self.options.plan)
+                self._set_weight(weight, f"the server is back: version "
+                                 f"{self._rollout.version} at {weight:g} % again")  # fmt: skip
         if self._ready and self.options.rate is not None and not self.supervisor.known("produce"):
             self._start_child("produce", [
                 "produce", "--rate", f"{self.options.rate:g}", "--score", self.options.url,
                 "--label-delay", f"{self.options.label_delay_s:g}",
-                "--seed", str(int(time.time())),
+                "--fraud-rate", f"{self.options.fraud_rate:g}", "--seed", str(int(time.time())),
             ])  # fmt: skip
 
     def _start_child(self, name: str, args: list[str], grace: float = 30.0) -> None:
@@ -261,7 +273,7 @@ class Run:
             # per hour, …) are those the first model was trained on
             "history": ["produce", "--rate", "0", "--count", str(self.options.history_events),
                         "--label-delay", "0", "--span", f"{self._history_span_s():.0f}s",
-                        "--seed", "1"],
+                        "--fraud-rate", f"{self.options.fraud_rate:g}", "--seed", "1"],
             "materialize": ["materialize"],
             "train": ["train"],
             # the history's newest quarter against the training window: the staging gate
@@ -271,7 +283,8 @@ class Run:
             # served traffic since the last drift run
             "drift": ["drift", "--current", f"last:{max(self.options.drift_every_s, 60):.0f}s"],
             "quality": ["quality", "--window", "last:24h", "--by", "variant"],
-            "promote-staging": ["promote", "--to", "staging"],
+            "promote-staging": ["promote", "--to", "staging",
+                                *(["--version", self._trained] if self._trained else [])],
             "promote-production": ["promote", "--to", "production", "--url", url],
         }[name]  # fmt: skip
 
@@ -330,9 +343,14 @@ class Run:
         """What a job's result leads to."""
         if name == "history":
             self._history_laid = True
-        elif name == "train" and result.get("version") is not None and not self._bootstrapping:
+        elif name == "train" and result.get("version") is not None:
+            self._trained = str(result["version"])
+            if self._bootstrapping:
+                return
             if self._rollout is None and self._promoting is None:
                 self._queue.append("promote-staging")
+            else:  # judged once the rollout in progress has ended
+                self._untried = self._trained
         elif name == "promote-staging":
             self._decided(result)
             if result.get("outcome") != "promoted":
@@ -353,26 +371,72 @@ class Run:
         if self._bootstrapping:
             if outcome == "promoted":
                 self._bootstrapping = False
+                # Nothing was served before: drift on served traffic, quality of served
+                # predictions and a retraining all begin their grids with the serving.
+                for schedule in self.schedules:
+                    schedule.begin_at(self._clock())
             else:
                 self._replan_at = self._clock() + min(self.options.train_every_s, 60.0)
             return
         version, self._promoting = self._promoting, None
         if outcome == "promoted":
             self._rollout = None
+            self._settled.add(str(version))
+            self._rollout_ended()
         elif outcome == "refused" and version is not None:
             self._roll_back(version, f"promote --to production refused: {result.get('reason')}")
         # inconclusive: the canary stays at its last step and is judged again
         self._push()
 
+    def _rollout_ended(self) -> None:
+        """A version trained while the rollout was out is the next candidate."""
+        if self._untried is not None:
+            self._trained, self._untried = self._untried, None
+            self._queue.append("promote-staging")
+
     # -- progressive delivery -----------------------------------------------------------
 
-    def _begin_rollout(self, version: str) -> None:
+    def _begin_rollout(self, version: str, why: str = "passed the staging gates") -> None:
         plan = self.options.plan
         self._rollout = Rollout(version, 0, self._clock())
         weight = plan.steps[0]
-        reason = f"version {version} passed the staging gates: canary at step 1 ({weight:g} %)"
+        reason = f"version {version} {why}: canary at step 1 ({weight:g} %)"
         self._set_weight(weight, reason)
         self._record(version, "stepped", reason, [])
+
+    def _discover(self) -> None:
+        """A candidate this run did not promote: put at staging by someone else (`promote`
+        from CI, a person in MLflow's UI) — its canary begins — or one whose rollout an
+        earlier run (or `canary step`) left in progress — it goes on from its step."""
+        from fraudctl.services.canary_step import standing
+
+        try:
+            aliases = self.backends.registry.aliases([Alias.STAGING, Alias.PRODUCTION])
+            staging = aliases[Alias.STAGING]
+            if staging is None or staging == aliases[Alias.PRODUCTION] or staging in self._settled:
+                return
+            found = standing(self.backends)
+        except BackendUnavailable as exc:
+            if self._warned != exc.message:
+                self._warned = exc.message
+                self.emit({"event": "warning", "reason": f"staging not read: {exc.message}"})
+            return
+        self._warned = None
+        version = found.version
+        if version is None:
+            return
+        rollout = found.rollout(self.options.plan)
+        if found.settled:
+            self._settled.add(version)
+        elif rollout is None:
+            self._begin_rollout(version, "is at staging (not promoted by this run)")
+        else:  # its step began when it was recorded: on this run's clock
+            since = self._clock() - max(time.time() - rollout.since, 0.0)
+            self._rollout = Rollout(version, rollout.step, since)
+            weight = self._rollout.weight(self.options.plan)
+            self.emit({"event": "resumed", "version": version, "step": rollout.step + 1,
+                       "weight": weight})  # fmt: skip
+            self._set_weight(weight, f"resumed: version {version} at step {rollout.step + 1}")
 
     def _step(self) -> None:
         rollout = self._rollout
@@ -410,8 +474,10 @@ class Run:
 
     def _roll_back(self, version: str, reason: str, gates: list[Gate] | None = None) -> None:
         self._rollout = None
+        self._settled.add(version)
         self._set_weight(0.0, f"rollback: {reason}")
         self._record(version, "rolled_back", reason, gates or [])
+        self._rollout_ended()
 
     def _set_weight(self, weight: float, reason: str) -> None:
         try:

@@ -104,16 +104,21 @@ class Standing:
         return Rollout(self.version, step, _epoch(str(self.canary[-1]["at"])))
 
 
-def standing(backends: Backends) -> Standing:
-    """The candidate at staging and its canary decisions in the promotion log."""
+def candidate_at_staging(backends: Backends) -> str | None:
+    """The version at staging while it is not production (None: no candidate)."""
+    aliases = backends.registry.aliases([Alias.STAGING, Alias.PRODUCTION])
+    version = aliases[Alias.STAGING]
+    return None if version is None or version == aliases[Alias.PRODUCTION] else version
+
+
+def standing(backends: Backends, version: str | None) -> Standing:
+    """The candidate ``version`` (:func:`candidate_at_staging`) and its decisions in the
+    promotion log."""
     from fraudctl.services.promote import history
 
-    registry = backends.registry
-    aliases = registry.aliases([Alias.STAGING, Alias.PRODUCTION])
-    version, production = aliases[Alias.STAGING], aliases[Alias.PRODUCTION]
-    if version is None or version == production:
+    if version is None:
         return Standing(None)
-    log = history(backends.offline, registry.model_name)
+    log = history(backends.offline, backends.registry.model_name)
     mine = [d for d in log if d.get("version") == version]
     canary = [d for d in mine if d.get("to") == "canary"]
     promoted = any(d.get("to") == Alias.PRODUCTION and d.get("outcome") == "promoted" for d in mine)
@@ -126,7 +131,7 @@ def canary_step(
     """Take the candidate's next step, reading where it stands (module docstring)."""
     from fraudctl.services.promote import PromoteOptions, promote, record_canary_decision
 
-    found = standing(backends)
+    found = standing(backends, candidate_at_staging(backends))
     version, canary = found.version, found.canary
     if version is None:
         return StepResult("none", None, None, "no candidate at staging beyond production")

@@ -52,7 +52,7 @@ class RunOptions:
     engine: str = "ray"
     rate: float | None = 20.0  # None: no producer (a real deployment has its own stream)
     label_delay_s: float = 60.0
-    fraud_rate: float = 0.02  # the producer's and the history's
+    fraud_rate: float | None = None  # the producer's and the history's (None: produce's)
     plan: RolloutPlan = field(default_factory=RolloutPlan)
     train_every_s: float = 3600.0
     drift_every_s: float = 900.0
@@ -129,7 +129,7 @@ class Run:
         self._last: dict[str, dict[str, Any]] = {}  # each job's last result event
         self._hold_reason: str | None = None
         self._trained: str | None = None  # the version the last train registered
-        self._untried: str | None = None  # one trained while a rollout was out: tried next
+        self._trained_meanwhile = False  # a version trained while a rollout was out
         self._settled: set[str] = set()  # versions found at staging already judged
         self._warned: str | None = None
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
@@ -244,8 +244,12 @@ class Run:
             self._start_child("produce", [
                 "produce", "--rate", f"{self.options.rate:g}", "--score", self.options.url,
                 "--label-delay", f"{self.options.label_delay_s:g}",
-                "--fraud-rate", f"{self.options.fraud_rate:g}", "--seed", str(int(time.time())),
+                *self._fraud_rate(), "--seed", str(int(time.time())),
             ])  # fmt: skip
+
+    def _fraud_rate(self) -> list[str]:
+        rate = self.options.fraud_rate
+        return [] if rate is None else ["--fraud-rate", f"{rate:g}"]
 
     def _start_child(self, name: str, args: list[str], grace: float = 30.0) -> None:
         spec = ChildSpec(name, (*self.options.fraudctl, *args), self.options.logs / f"{name}.log",
@@ -273,7 +277,7 @@ class Run:
             # per hour, …) are those the first model was trained on
             "history": ["produce", "--rate", "0", "--count", str(self.options.history_events),
                         "--label-delay", "0", "--span", f"{self._history_span_s():.0f}s",
-                        "--fraud-rate", f"{self.options.fraud_rate:g}", "--seed", "1"],
+                        *self._fraud_rate(), "--seed", "1"],
             "materialize": ["materialize"],
             "train": ["train"],
             # the history's newest quarter against the training window: the staging gate
@@ -349,8 +353,8 @@ class Run:
                 return
             if self._rollout is None and self._promoting is None:
                 self._queue.append("promote-staging")
-            else:  # judged once the rollout in progress has ended
-                self._untried = self._trained
+            else:  # the newest one is judged once the rollout in progress has ended
+                self._trained_meanwhile = True
         elif name == "promote-staging":
             self._decided(result)
             if result.get("outcome") != "promoted":
@@ -389,9 +393,9 @@ class Run:
         self._push()
 
     def _rollout_ended(self) -> None:
-        """A version trained while the rollout was out is the next candidate."""
-        if self._untried is not None:
-            self._trained, self._untried = self._untried, None
+        """The newest version trained while the rollout was out is the next candidate."""
+        if self._trained_meanwhile:
+            self._trained_meanwhile = False
             self._queue.append("promote-staging")
 
     # -- progressive delivery -----------------------------------------------------------
@@ -408,23 +412,19 @@ class Run:
         """A candidate this run did not promote: put at staging by someone else (`promote`
         from CI, a person in MLflow's UI) — its canary begins — or one whose rollout an
         earlier run (or `canary step`) left in progress — it goes on from its step."""
-        from fraudctl.services.canary_step import standing
+        from fraudctl.services.canary_step import candidate_at_staging, standing
 
         try:
-            aliases = self.backends.registry.aliases([Alias.STAGING, Alias.PRODUCTION])
-            staging = aliases[Alias.STAGING]
-            if staging is None or staging == aliases[Alias.PRODUCTION] or staging in self._settled:
+            version = candidate_at_staging(self.backends)
+            if version is None or version in self._settled:
                 return
-            found = standing(self.backends)
+            found = standing(self.backends, version)
         except BackendUnavailable as exc:
             if self._warned != exc.message:
                 self._warned = exc.message
                 self.emit({"event": "warning", "reason": f"staging not read: {exc.message}"})
             return
         self._warned = None
-        version = found.version
-        if version is None:
-            return
         rollout = found.rollout(self.options.plan)
         if found.settled:
             self._settled.add(version)

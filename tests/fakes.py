@@ -340,6 +340,7 @@ class ScriptedChild:
     def __init__(self, pid: int, behaviour: str, log: Path, stdout: Path | None) -> None:
         self.pid, self._behaviour = pid, behaviour
         self._code: int | None = None
+        self.busy_until: Callable[[], bool] | None = None  # a job still running while true
         if behaviour.startswith("exit:"):
             self._code = int(behaviour.removeprefix("exit:"))
         with (stdout or log).open("a") as out:
@@ -347,6 +348,8 @@ class ScriptedChild:
         log.touch()
 
     def poll(self) -> int | None:
+        if self.busy_until is not None and self.busy_until():
+            return None
         return self._code
 
     def signal(self, signum: int) -> None:
@@ -367,9 +370,14 @@ class ScriptedSpawner:
     exit code and the JSON document it prints; any other command runs until signalled."""
 
     def __init__(
-        self, respond: Callable[[list[str]], tuple[int, dict[str, Any]]] | None = None
+        self,
+        respond: Callable[[list[str]], tuple[int, dict[str, Any]]] | None = None,
+        job_seconds: tuple[FakeClock, float] | None = None,
     ) -> None:
+        """``job_seconds``: each job takes that long on that clock (else it is done at
+        once)."""
         self.respond = respond
+        self.job_seconds = job_seconds
         self.started: list[ScriptedChild] = []
         self.argvs: list[list[str]] = []
         self.envs: list[dict[str, str]] = []
@@ -387,6 +395,10 @@ class ScriptedSpawner:
         elif self.respond is not None:  # a long-running child
             behaviour = "run"
         child = ScriptedChild(next(self._pids), behaviour, log, words)
+        if self.job_seconds is not None and behaviour.startswith("exit:"):
+            clock, seconds = self.job_seconds
+            done_at = clock() + seconds
+            child.busy_until = lambda: clock() < done_at
         self.started.append(child)
         self.argvs.append(list(argv))
         self.envs.append(dict(env))

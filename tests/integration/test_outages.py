@@ -1,4 +1,5 @@
-"""`fraudctl materialize` when the S3 server or Redis stops answering mid-run.
+"""`fraudctl materialize` when the S3 server or Redis stops answering mid-run, and the
+bus consumer's offset commit when the broker does.
 
 These freeze a service (SIGSTOP: it holds its connections but answers nothing, the
 hardest kind of outage to notice) of a private stack, so the shared one is untouched.
@@ -12,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +21,11 @@ from pathlib import Path
 import pytest
 
 from fraudctl.adapters.bus import open_bus
+from fraudctl.adapters.kafka_bus import COMMIT_TIMEOUT_S
 from fraudctl.adapters.offline import open_offline
 from fraudctl.cli.main import main
 from fraudctl.config import environ, load_settings
+from fraudctl.errors import BackendUnavailable
 from fraudctl.ports import TopicPartition
 from fraudctl.stack.native import StackState, private_stack_env
 from tests.conftest import RunCli
@@ -134,3 +138,46 @@ def test_a_frozen_service_stops_the_run_and_a_rerun_completes_it(
     final = materialize(cli)
     assert final["events_read"] == EVENTS - sum(at_failure.values())
     assert_each_event_once_offline_and_online(EVENTS, final)
+
+
+def test_a_frozen_broker_fails_the_offset_commit_instead_of_hanging(
+    corner: dict[str, str], cli: RunCli
+) -> None:
+    """A commit the broker never acknowledges is an error within the commit timeout (the
+    materializer exits 3, is restarted, and reads again from the last acknowledged
+    offsets), not a wait without end; with the broker back, the same commit goes through."""
+    produce(cli, "--count", "2000", "--seed", "22")
+    settings = load_settings().settings
+    consumer = open_bus(settings).consumer(settings.consumer_group, [settings.topic_transactions])
+    with environ(outage_stack_env(corner)):
+        pid = StackState.load(load_settings().settings).services["kafka"].pid
+    try:
+        records = []
+        deadline = time.monotonic() + 60
+        while not records and time.monotonic() < deadline:
+            records = consumer.poll(500, 1.0)
+        assert records, "nothing read from the broker in 60 s"
+        offsets = {(r.topic, r.partition): r.offset + 1 for r in records}
+        raised: list[BaseException] = []
+
+        def commit() -> None:
+            try:
+                consumer.commit(offsets)
+            except BaseException as exc:  # the test reads what it was
+                raised.append(exc)
+
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            attempt = threading.Thread(target=commit, daemon=True)
+            attempt.start()
+            attempt.join(timeout=COMMIT_TIMEOUT_S + 30)
+            assert not attempt.is_alive(), "the commit is still waiting on a frozen broker"
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert len(raised) == 1 and isinstance(raised[0], BackendUnavailable), raised
+        assert "did not acknowledge the offset commit" in str(raised[0])
+        consumer.commit(offsets)
+        stored = consumer.committed()
+        assert {tp: stored[tp] for tp in offsets} == offsets
+    finally:
+        consumer.close()

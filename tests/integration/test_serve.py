@@ -31,6 +31,7 @@ from fraudctl.config import environ, load_settings
 from fraudctl.generator import ulid_from
 from fraudctl.serving.prediction_log import LOG_FLUSH_S
 from fraudctl.stack.native import free_ports, private_stack_env
+from tests.integration.models import worse_version
 
 USERS = 10_000
 
@@ -641,22 +642,6 @@ def test_a_failing_canary_is_rolled_back_by_watch(
     assert set(fresh) == {"baseline"}
 
 
-def _shuffled_version(served: dict[str, Any]) -> str:
-    """A model trained by fraudctl's own training on the module's labeled events with
-    the labels shuffled: it has learned nothing about fraud."""
-    from fraudctl.bootstrap import Wiring
-    from fraudctl.services.train import TrainOptions, train_once
-    from fraudctl.services.training_set import labeled_events
-
-    with environ(served["env"]):
-        backends = Wiring(load_settings().settings)
-        labeled = labeled_events(backends.offline, None, None, datetime.now(UTC))
-        labeled.frame["label"] = labeled.frame["label"].sample(frac=1.0, random_state=7).to_numpy()
-        result = train_once(backends.offline, backends.features, backends.registry,
-                            TrainOptions(seed=7), lambda _m: None, labeled)  # fmt: skip
-    return str(result.version)
-
-
 def test_a_canary_trained_on_shuffled_labels_is_found_worse_refused_and_rolled_back(
     served: dict[str, Any], cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -664,7 +649,7 @@ def test_a_canary_trained_on_shuffled_labels_is_found_worse_refused_and_rolled_b
     worse than the baseline (fail, not inconclusive), `promote --to production` refuses
     it, and `canary watch --auto-rollback` rolls it back on quality alone."""
     url = served["url"]
-    version = _shuffled_version(served)
+    version = worse_version(served["env"])
     for key, value in served["env"].items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("FRAUDCTL_SERVE_URL", url)

@@ -306,6 +306,24 @@ def test_a_candidate_put_at_staging_by_someone_else_is_rolled_out(
     assert "version 2 is at staging (not promoted by this run)" in summary.decisions[0]["reason"]
 
 
+def test_a_candidate_at_staging_is_found_while_the_jobs_keep_the_run_busy(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """On a loaded machine drift and quality can run back to back: a job is always
+    running. Only a promotion of the run's own holds the search for a candidate back."""
+    clock, server, backends = good_candidate(settings)
+    backends.registry.set_alias("staging", "2")
+    spawner = ScriptedSpawner(jobs("2"), job_seconds=(clock, 20.0))
+    run = a_run(backends, spawner, clock, tmp_path, for_s=600.0, drift_every_s=15.0,
+                quality_every_s=15.0)  # fmt: skip
+    run.schedules[0].next_at = 10_000.0
+    for schedule in run.schedules[1:]:  # drift and quality from the start, back to back
+        schedule.next_at = 0.0
+    summary = run.run()
+    assert [w for w, _ in server.changes] == [10.0, 25.0, 50.0]
+    assert "version 2 is at staging" in summary.decisions[0]["reason"]
+
+
 def test_a_rollout_left_in_progress_goes_on_from_its_step(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -12,10 +12,16 @@ from fraudctl.ports import Damage, DeliveryStats, Record, TopicPartition
 # Consumers are assigned partitions explicitly (no group join); these bound how long
 # a broker keeps a silent client's session.
 CONSUMER_TIMEOUTS = {"session.timeout.ms": 6000, "max.poll.interval.ms": 30000}
-# Short fetch waits keep a streaming consumer close behind the producer; some brokers
-# answer a fetch with one record batch per partition, so each round trip counts.
-CONSUMER_FETCH = {"fetch.wait.max.ms": 10}
+# Kafka's default fetch wait. A conforming broker answers a fetch as soon as a record is
+# there (fetch.min.bytes 1), so the wait costs a streaming consumer nothing; the native
+# stand-in broker (tansu) returns an empty answer when reading its log takes longer than
+# the wait, and that read grows with the log: at 10 ms (this setting before) a follower
+# stalled for good at about 24,000 records (docs/event-bus.md).
+CONSUMER_FETCH = {"fetch.wait.max.ms": 500}
 ADMIN_TIMEOUT_S = 3.0
+# An offset commit not acknowledged in this time is an error (the consumer restarts from
+# the last acknowledged one), never a wait without end.
+COMMIT_TIMEOUT_S = 30.0
 # Producer settings shared with bench/produce.py's raw baseline, so the comparison is fair.
 PRODUCER_TUNING = {
     "enable.idempotence": True,
@@ -217,6 +223,8 @@ class KafkaConsumer:
         self._topics = topics
         self._share = share
         self._bootstrap = bootstrap
+        self._group = group
+        self._commits = _commit_client(bootstrap)
         self._assign_from_committed()
 
     def _assign_from_committed(self) -> None:
@@ -262,12 +270,44 @@ class KafkaConsumer:
         return out
 
     def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Store the group's offsets, acknowledged by the broker within
+        ``COMMIT_TIMEOUT_S``, else :class:`BackendUnavailable` (nothing is lost: the
+        records after the last acknowledged commit are read again).
+
+        Through the admin API's AlterConsumerGroupOffsets — the same OffsetCommit request
+        a consumer with assigned partitions sends — because ``Consumer.commit(asynchronous
+        =False)`` has no timeout and can wait forever (confluent-kafka-python #1801; seen
+        here: a materializer stuck in it for minutes on the native broker, consuming
+        nothing, reporting nothing)."""
+        from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
         from confluent_kafka import TopicPartition as KafkaTopicPartition
 
-        if offsets:
-            self._consumer.commit(
-                offsets=[KafkaTopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                asynchronous=False,
+        if not offsets:
+            return
+        partitions = [KafkaTopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        request = ConsumerGroupTopicPartitions(self._group, partitions)
+        try:
+            futures = self._commits.alter_consumer_group_offsets(
+                [request], request_timeout=COMMIT_TIMEOUT_S
+            )
+            done = next(iter(futures.values())).result(timeout=COMMIT_TIMEOUT_S + 5)
+        except (KafkaException, TimeoutError) as exc:
+            # A fresh client for the next attempt: librdkafka 2.16 aborts the process
+            # (rd_kafka_enq_once_del_source_return) when a client whose request timed
+            # out is used again once the broker answers (seen here).
+            self._commits = _commit_client(self._bootstrap)
+            raise BackendUnavailable(
+                f"Kafka-API broker at {self._bootstrap} did not acknowledge the offset "
+                f"commit of group {self._group!r} within {COMMIT_TIMEOUT_S:g} s ({exc})",
+                hint="the records since the last commit are read again on restart; "
+                "is the broker overloaded or down? `fraudctl doctor`",
+            ) from exc
+        failed = [tp for tp in done.topic_partitions if tp.error is not None]
+        if failed:
+            raise BackendUnavailable(
+                f"Kafka-API broker at {self._bootstrap} refused the offset commit of group "
+                f"{self._group!r}: {failed[0].topic}[{failed[0].partition}] {failed[0].error}",
+                hint="is another consumer a member of this group? `fraudctl doctor`",
             )
 
     def _partitions(self) -> list[Any]:
@@ -303,6 +343,12 @@ class KafkaConsumer:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def _commit_client(bootstrap: str) -> Any:
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
 
 
 TAIL_PROBE_TIMEOUT_S = 30.0

@@ -478,12 +478,15 @@ def mlflow_ui_command(tracking_uri: str) -> str:
     return f"mlflow ui --backend-store-uri {tracking_uri}"
 
 
-def stop_server(server: subprocess.Popen[str]) -> None:
+def stop_server(
+    server: subprocess.Popen[str], signum: int = signal.SIGINT, timeout_s: float = 60.0
+) -> None:
+    """Stop a child with ``signum``, then SIGKILL after ``timeout_s``; wait for it."""
     if server.poll() is not None:
         return
-    server.send_signal(signal.SIGINT)
+    server.send_signal(signum)
     try:
-        server.wait(timeout=60)
+        server.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         server.kill()
         server.wait()

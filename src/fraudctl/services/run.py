@@ -213,7 +213,7 @@ class Run:
         if not self._bootstrapping and self._promoting is None and self._check.due(now):
             if self._rollout is not None:
                 self._step()
-            elif self._job is None and not self._queue:
+            elif not self._promotion_pending():
                 self._discover()
             self._check.ran(self._clock())
 
@@ -407,6 +407,13 @@ class Run:
         reason = f"version {version} {why}: canary at step 1 ({weight:g} %)"
         self._set_weight(weight, reason)
         self._record(version, "stepped", reason, [])
+
+    def _promotion_pending(self) -> bool:
+        """A promotion of the run's own running or queued: staging may move under it (to
+        a version the run is about to roll out itself). Other jobs do not hold the search
+        back: on a loaded machine drift, quality and training can run back to back."""
+        names = [*self._queue, *([self._job.name] if self._job is not None else [])]
+        return any(name.startswith("promote-") for name in names)
 
     def _discover(self) -> None:
         """A candidate this run did not promote: put at staging by someone else (`promote`

@@ -29,6 +29,7 @@ import pytest
 
 from fraudctl.cli.demo_live import DEMO_GATES
 from fraudctl.cli.demo_steps import stop_server
+from fraudctl.config import env_var
 from tests.integration.models import worse_version
 
 # The demo's gates, and a latency limit out of reach of two cores shared with another
@@ -45,7 +46,8 @@ Event = dict[str, Any]
 
 
 class Events:
-    """The run's JSON lines as they come (and, for the CI artifacts, into a file)."""
+    """The run's JSON lines as they come, also written to a file (the test's tmp_path:
+    read it when the test fails)."""
 
     def __init__(self, process: subprocess.Popen[str], dump: Path) -> None:
         self.lines: list[Event] = []
@@ -116,11 +118,11 @@ def running(
     """The loop on the platform's profile, and the environment it runs in; stopped
     (SIGTERM) and waited for at the end whatever the test did."""
     profile = platform["profile"]
-    env = dict(os.environ) | {f"FRAUDCTL_{k.upper()}": v for k, v in GATES.items()}
+    env = dict(os.environ) | {env_var(k): v for k, v in GATES.items()}
     if profile == "local":
         argv = ["demo", "--live", "--for", "15m", "--json"]
     else:
-        env |= {f"FRAUDCTL_{k.upper()}": v for k, v in DEMO_GATES.items()}
+        env |= {env_var(k): v for k, v in DEMO_GATES.items()}
         env["FRAUDCTL_MODEL_NAME"] = f"fraud-run-{uuid.uuid4().hex[:8]}"
         argv = ["run", *RUN]
     with (tmp_path / "stderr").open("w") as stderr:
@@ -136,7 +138,7 @@ def test_run_keeps_the_platform_right_by_itself(
     running: tuple[str, subprocess.Popen[str], dict[str, str]], tmp_path: Path
 ) -> None:
     profile, process, env = running
-    events = Events(process, tmp_path / "events.jsonl")  # (read it when a test fails)
+    events = Events(process, tmp_path / "events.jsonl")
     env = the_first_model_then_the_children(events, env)
     if profile == "local":
         kill_the_materializer(events)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("produce", "materialize", "train", "serve", "drift", "quality")
+BENCHMARKS = ("produce", "materialize", "train", "serve", "feature_serving", "drift", "quality")
 
 
 def at(data: Any, path: str) -> Any:
@@ -72,6 +72,13 @@ def rows_of(name: str, d: dict[str, Any]) -> list[dict[str, Any]]:
             row(d, f"p95 latency @ {first['rate']:g}/s with shadow",
                 "shadow.ray_with_shadow.p95_ms", "runs.0.ray.p95_ms", "Ray without shadow",
                 "ms", "", higher_is_better=False),
+        ]  # fmt: skip
+    if name == "feature_serving":
+        return [
+            row(d, f"p95 @ {run['rate']:g}/s, /v1/score (features + score, uvicorn)",
+                f"runs.{i}.fraudctl_uvicorn.p95_ms", f"runs.{i}.feast_serve.p95_ms",
+                "feast serve, the same features only", "ms", "", higher_is_better=False)
+            for i, run in enumerate(d["runs"][:2])
         ]  # fmt: skip
     if name == "drift":
         return [

@@ -24,16 +24,14 @@ import asyncio
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _common import emit, fraudctl
+from _common import emit, trained_stack
 
 TARGET_P95_MS = 10.0
 DRAIN_S = 30.0  # after the last request is sent, how long the rest may take
@@ -60,12 +58,15 @@ def bodies(n: int) -> list[bytes]:
     return out
 
 
-async def open_loop(url: str, rate: float, seconds: float) -> dict[str, Any]:
+async def open_loop(
+    url: str, rate: float, seconds: float, path: str = "/v1/score", make: Any = None
+) -> dict[str, Any]:
+    """POST ``make(n)``'s bodies (default: scoring requests) to ``url + path`` at ``rate``."""
     import httpx
     import numpy as np
 
     total = int(rate * seconds)
-    payloads = bodies(total)
+    payloads = (make or bodies)(total)
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
@@ -75,7 +76,7 @@ async def open_loop(url: str, rate: float, seconds: float) -> dict[str, Any]:
             nonlocal errors
             try:
                 response = await client.post(
-                    f"{url}/v1/score", content=payload, headers={"content-type": "application/json"}
+                    f"{url}{path}", content=payload, headers={"content-type": "application/json"}
                 )
                 if response.status_code != 200:
                     errors += 1
@@ -148,39 +149,22 @@ def measure(
 
 
 def main() -> None:
-    from fraudctl.stack.native import free_ports, private_stack_env
+    from fraudctl.stack.native import free_ports
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 200.0])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the private stack and the
-    # server under test are stopped by the `finally` blocks below.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    with tempfile.TemporaryDirectory(prefix="fraudctl-bench-serve-") as workdir:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDCTL_")}
-        env = base | private_stack_env(Path(workdir))
-        print("starting a private native stack…", file=sys.stderr)
-        fraudctl("stack", "up", "--native", env=env)
-        try:
-            print("producing, materializing, training…", file=sys.stderr)
-            fraudctl("produce", "--rate", "0", "--count", "20000", "--label-delay", "0", env=env)
-            fraudctl("materialize", env=env)
-            fraudctl("train", env=env)
-            ports = list(free_ports(("kafka", "redis", "s3", "mlflow")).values())
-            results = {
-                name: measure(
-                    name,
-                    env,
-                    port,
-                    args.rates[:1] if name == "ray-shadow" else args.rates,
-                    args.seconds,
-                )
-                for name, port in zip(ENGINES, ports, strict=True)
-            }
-        finally:
-            fraudctl("stack", "down", "--native", env=env)
+    with trained_stack("fraudctl-bench-serve-") as (env, _home):
+        ports = list(free_ports(("kafka", "redis", "s3", "mlflow")).values())
+        results = {
+            name: measure(
+                name, env, port, args.rates[:1] if name == "ray-shadow" else args.rates,
+                args.seconds,
+            )
+            for name, port in zip(ENGINES, ports, strict=True)
+        }  # fmt: skip
     by_rate = []
     for ray_run, proxy_run, plain_run in zip(
         results["ray"], results["ray-proxy"], results["uvicorn"], strict=True

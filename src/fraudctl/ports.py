@@ -285,6 +285,7 @@ class ModelRun:
     figures: dict[str, Any] = field(default_factory=dict)  # artifact path → figure
     documents: dict[str, Any] = field(default_factory=dict)  # artifact path → JSON value
     tables: dict[str, Any] = field(default_factory=dict)  # artifact path → frame (Parquet)
+    datasets: dict[str, Any] = field(default_factory=dict)  # context → training rows (pandas)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ def test_a_damaged_cached_model_is_downloaded_again(cli: RunCli) -> None:
         assert done.code == 0, (command, done.err)
     registry = Registry(load_settings().settings)
     first = registry.load("1", "candidate")
-    cached = registry.settings.home / "models" / registry.model_name / "1" / "model.skops"
+    cached = (
+        registry.settings.home / "models" / registry.model_name / "1" / "artifacts" / "model.skops"
+    )
     intact = cached.read_bytes()
     cached.write_bytes(intact[: len(intact) // 3])  # cut short
     again = registry.load("1", "candidate")

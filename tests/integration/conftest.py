@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import signal
 import subprocess
 import time
 import uuid
@@ -89,13 +91,23 @@ def private_corner(monkeypatch: pytest.MonkeyPatch, home: Path, redis_url: str) 
 
 
 @contextlib.contextmanager
-def loopback_daemon(command: list[str], ready_url: str, log: Path) -> Iterator[None]:
-    """Run a server (a Debian package's binary) until the block ends; wait until
-    ``ready_url`` answers 200. One that exits or never gets ready fails the test."""
+def loopback_daemon(
+    command: list[str],
+    ready_url: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    ready_within_s: float = 30,
+) -> Iterator[None]:
+    """Run a server (a Debian package's binary, a tool's own server) until the block
+    ends; wait until ``ready_url`` answers 200. One that exits or never gets ready fails
+    the test.  It runs in a process group of its own, stopped as a whole (servers that
+    start workers)."""
     with log.open("w") as log_file:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log_file)
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=log_file, env=env, start_new_session=True
+        )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + ready_within_s
         while True:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(ready_url, timeout=1).status_code == 200:
@@ -105,11 +117,12 @@ def loopback_daemon(command: list[str], ready_url: str, log: Path) -> Iterator[N
             time.sleep(0.2)
         yield
     finally:
-        process.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
 

@@ -170,24 +170,30 @@ def test_a_run_registers_one_candidate_on_the_native_stack(  # noqa: PLR0915 - o
             artifact_uri=f"models:/{name}@candidate", dst_path=str(tmp_path / "m")
         )
     )
-    assert (model_dir / "model.skops").is_file()
+    assert (model_dir / "artifacts" / "model.skops").is_file()
+    assert (model_dir / "mlflow_model.py").is_file()  # a Python model from code
     mlmodel = (model_dir / "MLmodel").read_text()
-    assert "serialization_format: skops" in mlmodel and "signature" in mlmodel
-    assert "threshold" in mlmodel
+    assert "loader_module: mlflow.pyfunc.loaders.code_model" in mlmodel
+    assert "signature" in mlmodel and "threshold" in mlmodel
     assert (model_dir / "input_example.json").is_file()
     assert not list(model_dir.glob("*.pkl"))
 
-    # The registered model loads back and scores the holdout exactly as training did.
+    # The registered model loads back with MLflow alone (no pickle is allowed) and scores
+    # the holdout exactly as training did.
     logged = pd.read_parquet(local / "predictions" / "holdout.parquet")
-    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
-    model = mlflow.sklearn.load_model(f"models:/{name}@candidate")
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    model = mlflow.pyfunc.load_model(f"models:/{name}@candidate")
     settings = load_settings().settings
     offline = open_offline(settings)
     labeled = labeled_events(offline, None, None, datetime.now(UTC))
     frame, _ = with_features(OnlineState(settings, offline.uri), labeled)
     rows = frame.set_index("event_id").loc[logged["event_id"]]
-    scores = model.predict_proba(rows[list(MODEL_INPUTS)])[:, 1]
+    answer = model.predict(rows[list(MODEL_INPUTS)].reset_index(drop=True))
+    assert list(answer.columns) == ["fraud_probability", "is_fraud"]
+    scores = answer["fraud_probability"].to_numpy()
     np.testing.assert_allclose(scores, logged["score"].to_numpy(), rtol=0, atol=1e-12)
+    threshold = float(client.get_model_version_by_alias(name, "candidate").tags["threshold"])
+    assert (answer["is_fraud"] == (scores >= threshold)).all()
 
     # A second run adds exactly one version and moves the alias to it.
     again = train(cli)

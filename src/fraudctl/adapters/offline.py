@@ -234,7 +234,16 @@ def open_offline(settings: Settings) -> ParquetStore:
             retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=2),
         )
         root = f"{config.bucket}/{config.prefix}"
-        return ParquetStore(filesystem, root, f"s3://{root}", config.endpoint)
+        return ParquetStore(filesystem, root, offline_uri(settings), config.endpoint)
     config.path.mkdir(parents=True, exist_ok=True)
     directory = str(config.path)
-    return ParquetStore(pafs.LocalFileSystem(), directory, directory, directory)
+    return ParquetStore(pafs.LocalFileSystem(), directory, offline_uri(settings), directory)
+
+
+def offline_uri(settings: Settings) -> str:
+    """Where the offline store is, as other tools (Feast, MLflow lineage) name it:
+    ``s3://BUCKET/PREFIX`` or the local directory; no connection is made."""
+    config = settings.backends().offline_store
+    if isinstance(config, S3OfflineConfig):
+        return f"s3://{config.bucket}/{config.prefix}"
+    return str(config.path)

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fraudctl.adapters import feast_repo
 from fraudctl.adapters.feast_repo import (
     USER_STATE_VIEW,
     definitions,
-    fingerprint,
     import_feast,
     repo_config,
 )
@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 
 
 class OnlineState:
-    """Read and write users' windows through Feast; applies the definitions on first
-    use when they changed."""
+    """Read and write users' windows through Feast.  On opening, Feast's registry is
+    compared with fraudctl's definitions (the diff ``feast plan`` prints) and they are
+    applied when any of them is missing or different."""
 
     def __init__(self, settings: Settings, offline_uri: str) -> None:
         import_feast()
@@ -42,7 +43,7 @@ class OnlineState:
         self.where = mask_url(config.url) if isinstance(config, RedisConfig) else str(config.path)
         try:
             self.store = FeatureStore(config=repo_config(settings))
-            self._apply_if_changed(offline_uri)
+            self._register()
         except Exception as first:
             # The registry is a cache of our own definitions: if a crash left it unreadable,
             # rebuild it rather than refuse to start.
@@ -57,9 +58,8 @@ class OnlineState:
 
         feast_dir = self.settings.home / "feast"
         (feast_dir / "registry.db").unlink(missing_ok=True)
-        (feast_dir / "applied").unlink(missing_ok=True)
         self.store = FeatureStore(config=repo_config(self.settings))
-        self._apply_if_changed(self._offline_uri, force=True)
+        self._register(force=True)
 
     def _unavailable(self, action: str, exc: Exception) -> BackendUnavailable:
         return BackendUnavailable(
@@ -72,23 +72,41 @@ class OnlineState:
             "(`fraudctl materialize --backfill`)",
         )
 
-    def _apply_if_changed(self, offline_uri: str, force: bool = False) -> None:
-        """Register the definitions (and create the online tables) when they changed,
-        or when a SQLite online store file is gone."""
-        marker = self.settings.home / "feast" / "applied"
-        wanted = fingerprint(self.settings, offline_uri)
+    def _register(self, force: bool = False) -> None:
+        """Apply fraudctl's definitions when Feast's registry lacks or differs from any
+        of them (someone's ``feast apply`` of another definition set, an older fraudctl)
+        or an online table they need is gone: what ``feast plan`` would report, from the
+        registry's own state, never from a marker of what was applied once; and when the
+        SQLite online store file is gone (its tables with it)."""
+        # Feast compares the infrastructure the registry recorded, not the file itself
+        # (and planning opens the store, which creates an empty file): looked at first.
         lost = self.settings.online_store == "sqlite" and not Path(self.where).is_file()
-        if not (force or lost) and marker.is_file() and marker.read_text() == wanted:
+        objects = definitions(self.settings, self._offline_uri)
+        planned = feast_repo.plan(self.store, objects)
+        if not (force or lost or planned.differences):
             return
-        self.store.apply(definitions(self.settings, offline_uri))
-        marker.write_text(wanted)
+        if any(not line.startswith("create") for line in planned.differences) or (
+            planned.differences and self.store.list_feature_views()
+        ):
+            tables = any(" table " in line for line in planned.differences)
+            log.warning(
+                "the Feast registry (%s) differs from fraudctl's definitions: %s; "
+                "applying fraudctl's%s",
+                self.store.config.registry.path,
+                "; ".join(planned.differences),
+                " (windows lost with a deleted online table come back with "
+                "`fraudctl materialize --backfill`)"
+                if tables
+                else "",
+            )
+        feast_repo.apply(self.store, objects, planned)
 
     def backfill(self, offline_uri: str, start: datetime, end: datetime) -> None:
         """Load the newest ``user_state`` snapshot of each user with a state time in
         [start, end] from the offline store into the online store, through Feast's
         materialization."""
         try:
-            self._apply_if_changed(offline_uri, force=True)
+            self._register(force=True)
             # Feast reports its progress on stdout, which belongs to --json.
             with (
                 contextlib.redirect_stdout(sys.stderr),

@@ -38,6 +38,7 @@ HTTP_LIMITS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
+MODEL_FILE = "model.skops"  # the pipeline, saved with skops (artifact ``model``)
 QUIET_LOGGERS = ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.models")
 
 
@@ -223,40 +224,53 @@ class Registry:
                 return run_id
 
     def register(self, run: ModelRun) -> Registered:
-        """One MLflow run (params, metrics, figures, documents, tables, lineage tags) and
-        the model logged with skops, its signature and input example, registered as a
-        new version of :attr:`model_name` carrying ``run.version_tags`` and the run id."""
+        """One MLflow run (params, metrics, figures, documents, tables, lineage tags, the
+        training data as dataset inputs) and the model — a Python model from code
+        (``adapters/mlflow_model.py``) over the pipeline saved with skops, with its
+        signature and input example — registered as a new version of :attr:`model_name`
+        carrying ``run.version_tags`` and the run id."""
         import tempfile
 
-        with self._session() as mlflow:
+        import skops.io
+
+        with self._session() as mlflow, tempfile.TemporaryDirectory(prefix="fraudctl-run-") as tmp:
             from mlflow.models import infer_signature
 
+            from fraudctl.adapters import mlflow_model
+
             example = run.example
-            signature = infer_signature(example, run.model.predict_proba(example)[:, 1])
+            threshold = float(run.metadata["threshold"])
+            answer = mlflow_model.outputs(run.model.predict_proba(example)[:, 1], threshold)
+            signature = infer_signature(example, answer)
+            model_file = Path(tmp) / MODEL_FILE
+            skops.io.dump(run.model, model_file)
             experiment_id = self.experiment_id(mlflow, self.model_name)
             with mlflow.start_run(experiment_id=experiment_id) as tracked:
                 mlflow.log_params(run.params)
                 mlflow.log_metrics(run.metrics)
                 mlflow.set_tags(run.tags)
+                _log_datasets(mlflow, run)
                 for path, figure in run.figures.items():
                     mlflow.log_figure(figure, path)
                 for path, document in run.documents.items():
                     mlflow.log_dict(document, path)
-                with tempfile.TemporaryDirectory(prefix="fraudctl-run-") as directory:
-                    for path, frame in run.tables.items():
-                        local = Path(directory) / Path(path).name
-                        frame.to_parquet(local, index=False)
-                        mlflow.log_artifact(str(local), str(Path(path).parent))
-                info = mlflow.sklearn.log_model(
-                    run.model,
+                for path, frame in run.tables.items():
+                    local = Path(tmp) / Path(path).name
+                    frame.to_parquet(local, index=False)
+                    mlflow.log_artifact(str(local), str(Path(path).parent))
+                info = mlflow.pyfunc.log_model(
                     name="model",
-                    serialization_format="skops",
-                    skops_trusted_types=run.trusted_types,
+                    python_model=mlflow_model.__file__,
+                    artifacts={"model": str(model_file)},
+                    model_config={
+                        "inputs": list(example.columns),
+                        "threshold": threshold,
+                        "trusted_types": run.trusted_types,
+                    },
                     # Named, so MLflow need not load the model in a subprocess to infer them.
                     pip_requirements=_requirements(),
                     signature=signature,
                     input_example=example,
-                    pyfunc_predict_fn="predict_proba",
                     registered_model_name=self.model_name,
                     metadata=run.metadata,
                 )
@@ -268,6 +282,19 @@ class Registry:
                 from fraudctl.ports import Registered
 
                 return Registered(tracked.info.run_id, experiment_id, version)
+
+
+def _log_datasets(mlflow: Any, run: ModelRun) -> None:
+    """Each part of the training data (fit, validation, holdout) as an MLflow dataset
+    input of the run: its digest, schema and row count, its source the offline features
+    snapshot, and the snapshot URIs of the events and labels it joined as tags."""
+    snapshots = {k: v for k, v in run.tags.items() if k.startswith("fraudctl.snapshots.")}
+    source = snapshots.get("fraudctl.snapshots.features", "")
+    for context, frame in run.datasets.items():
+        dataset = mlflow.data.from_pandas(
+            frame, source=source, name=f"training-set-{context}", targets="label"
+        )
+        mlflow.log_input(dataset, context=context, tags=snapshots)
 
 
 def seed_embedded_store(uri: str, default_artifacts: str) -> None:
@@ -398,8 +425,10 @@ def load_version(registry: Registry, mlflow: Any, version: str, alias: str) -> L
 
 
 def load_model_dir(path: Path, name: str, version: str, alias: str) -> LoadedModel:
-    """Load an MLflow model directory written by ``train`` (``model.skops`` + ``MLmodel``)
-    with skops and fraudctl's reviewed trusted types."""
+    """Load an MLflow model directory written by ``train`` (``MLmodel`` and the skops
+    file: ``artifacts/model.skops`` since models are Python models from code, or
+    ``model.skops`` for versions logged as scikit-learn models) with skops and
+    fraudctl's reviewed trusted types."""
     import skops.io
     import yaml
 
@@ -407,7 +436,10 @@ def load_model_dir(path: Path, name: str, version: str, alias: str) -> LoadedMod
     from fraudctl.model_fast import compile_row_scorer
 
     meta = yaml.safe_load((path / "MLmodel").read_text()).get("metadata") or {}
-    model = skops.io.load(path / "model.skops", trusted=all_trusted_types())
+    found = path / "artifacts" / MODEL_FILE
+    model = skops.io.load(
+        found if found.is_file() else path / MODEL_FILE, trusted=all_trusted_types()
+    )
     fast = compile_row_scorer(model, MODEL_INPUTS, CATEGORIES)
     return LoadedModel(name, version, alias, model, float(meta.get("threshold", 0.5)), fast)
 

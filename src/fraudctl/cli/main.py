@@ -17,6 +17,7 @@ from fraudctl.cli import (
     demo_cmd,
     doctor_cmd,
     drift_cmd,
+    features_cmd,
     materialize_cmd,
     produce_cmd,
     promote_cmd,
@@ -97,8 +98,11 @@ app.command("promote")(promote_cmd.promote)
 app.command("quality")(quality_cmd.quality)
 app.command("serve")(serve_cmd.serve)
 app.add_typer(serve_cmd.canary_app, name="canary")
-features_app = typer.Typer(help="Inspect features.", no_args_is_help=True)
+features_app = typer.Typer(
+    help="Inspect features; open the store to Feast's tools.", no_args_is_help=True
+)
 features_app.command("get")(materialize_cmd.features_get)
+features_app.command("repo")(features_cmd.repo)
 app.add_typer(features_app, name="features")
 app.command("demo")(demo_cmd.demo)
 app.command("run")(run_cmd.run)

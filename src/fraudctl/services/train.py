@@ -309,6 +309,14 @@ def _log_run(
         documents={"feature_importances.json": importances},
         # The holdout's scores as training saw them: what a reloaded model must
         # reproduce, and the rows to compare another model on.
+        datasets={
+            context: part[["event_id", "event_timestamp", *inputs, "label"]]
+            for context, part in (
+                ("training", split.fit),
+                ("validation", split.validation),
+                ("test", split.holdout),
+            )
+        },
         tables={
             "predictions/holdout.parquet": split.holdout[
                 ["event_id", "event_timestamp", "label"]

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from fraudctl.adapters.bus import stream_topics
-from fraudctl.config import Settings, mask_url
+from fraudctl.config import Settings, SqliteConfig, mask_url
 from fraudctl.errors import BackendUnavailable, FraudctlError
 
 if TYPE_CHECKING:
@@ -260,9 +260,9 @@ def check_all(settings: Settings) -> list[CheckResult]:
     if settings.online_store == "redis":
         results.append(_check("online store", "redis", mask_url(settings.redis_url), redis_ok))
     else:
-        results.append(
-            _check("online store", "sqlite", str(home / "online"), lambda: _ok_dir(home / "online"))
-        )
+        online = settings.backends().online_store
+        where = online.path.parent if isinstance(online, SqliteConfig) else home / "feast"
+        results.append(_check("online store", "sqlite", str(where), lambda: _ok_dir(where)))
         users = [k for k in ("dedupe_store", "promote_lock") if getattr(settings, k) == "redis"]
         if users:  # Redis without the online store: checked for what uses it
             part = " and ".join(k.replace("_", " ") for k in users)

@@ -37,3 +37,28 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 90) -> list[Any]:
         return messages
     finally:
         consumer.close()
+
+
+def wait_for_a_message(bootstrap: str, topic: str, timeout_s: float = 60) -> None:
+    """Return once ``topic`` holds a message (a producer started in the background has
+    begun: its start-up time is not a fixed sleep on a loaded machine)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "probe-" + uuid.uuid4().hex,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(m.error() is None for m in consumer.consume(1, 0.2)):
+                return
+        raise AssertionError(f"nothing reached {topic} in {timeout_s:g} s")
+    finally:
+        consumer.close()

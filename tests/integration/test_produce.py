@@ -18,7 +18,7 @@ from fraudctl.config import load_settings
 from fraudctl.contract import validate_bytes
 from fraudctl.stack.native import StackState
 from tests.conftest import RunCli
-from tests.integration.kafka_read import read_topic
+from tests.integration.kafka_read import read_topic, wait_for_a_message
 
 
 @pytest.fixture
@@ -178,9 +178,11 @@ def test_broker_gone_past_the_delivery_timeout_is_reported_exactly(
     broker = the_broker()
     out = tmp_path / "summary.json"
     proc = produce_in_background(
-        out, "--count", "4000", "--rate", "1000", "--delivery-timeout", "2"
+        out, "--count", "8000", "--rate", "1000", "--delivery-timeout", "2"
     )
-    time.sleep(1.5)
+    # Stopped once producing has begun (its start-up took more than a fixed 1.5 s on a
+    # loaded machine: the broker was gone before the run began), with seconds still to go.
+    wait_for_a_message(stack["FRAUDCTL_KAFKA_BOOTSTRAP"], topics["tx"])
     os.kill(broker, signal.SIGSTOP)
     try:
         _, err = proc.communicate(timeout=120)
@@ -189,8 +191,8 @@ def test_broker_gone_past_the_delivery_timeout_is_reported_exactly(
     summary = json.loads(out.read_text())
     assert proc.returncode == 3, err
     assert summary["not_acknowledged"] > 0
-    assert summary["published"] == 4000
-    assert summary["acknowledged"] + summary["not_acknowledged"] >= 4000 - summary["failed"]
+    assert summary["published"] == 8000
+    assert summary["acknowledged"] + summary["not_acknowledged"] >= 8000 - summary["failed"]
     assert b"not acknowledged" in err
     transactions = read_topic(stack["FRAUDCTL_KAFKA_BOOTSTRAP"], topics["tx"])
     assert len(transactions) >= summary["acknowledged"]  # nothing acknowledged was lost

@@ -74,6 +74,8 @@ class Events:
         while time.monotonic() < deadline:
             lines = list(self.lines)
             for at in range(seen, len(lines)):
+                # The run's last document is an error when it failed: that is the answer.
+                assert "error" not in lines[at], f"{what}: the run failed: {lines[at]}"
                 if found(lines[at]):
                     self.at = at
                     return lines[at]
@@ -82,8 +84,8 @@ class Events:
         raise AssertionError(f"{what}: not seen in {timeout_s:g} s; events: {self.lines[-25:]}")
 
     def of(self, kind: str, **where: Any) -> list[Event]:
-        return [e for e in self.lines
-                if e["event"] == kind and all(e.get(k) == v for k, v in where.items())]  # fmt: skip
+        wanted = {"event": kind, **where}
+        return [e for e in self.lines if all(e.get(k) == v for k, v in wanted.items())]
 
 
 def alive(pid: int) -> bool:
@@ -209,13 +211,18 @@ def a_full_cycle(events: Events, env: dict[str, str]) -> subprocess.Popen[str]:
          "--score", env["FRAUDCTL_SERVE_URL"], "--json"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
-    events.wait_for(decision("production", "promoted", version), 300, f"v{version} production")
-    mine = [(d["to"], d["outcome"]) for d in events.of("decision", version=version)]
-    # (an inconclusive production gate would be judged again: a decision more between)
-    assert mine[:3] == [("staging", "promoted"), ("canary", "stepped"), ("canary", "stepped")]
-    assert mine[-1] == ("production", "promoted"), mine
-    second = events.of("decision", to="canary", version=version)[1]
-    assert second["reason"].startswith("step 1/2 (20 %)") and "50 %" in second["reason"]
+    try:
+        events.wait_for(decision("production", "promoted", version), 300, f"v{version} production")
+        mine = [(d["to"], d["outcome"]) for d in events.of("decision", version=version)]
+        # (an inconclusive production gate would be judged again: a decision more between)
+        assert mine[:3] == [("staging", "promoted"), ("canary", "stepped"), ("canary", "stepped")]
+        assert mine[-1] == ("production", "promoted"), mine
+        second = events.of("decision", to="canary", version=version)[1]
+        assert second["reason"].startswith("step 1/2 (20 %)") and "50 %" in second["reason"]
+    except BaseException:  # the test's own producer never outlives it (it loaded later tests)
+        drifted.kill()
+        drifted.wait()
+        raise
     return drifted
 
 

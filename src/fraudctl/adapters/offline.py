@@ -162,13 +162,16 @@ class ParquetStore:
 
     def _write_table(self, path: str, table: Any) -> None:
         """Readers never see a half-written file: an S3 object appears whole; on a local
-        disk the file is written beside its final name and renamed."""
+        disk the file is written beside its final name, hidden (a leading dot: what
+        pyarrow's and Dask's dataset readers skip, so a reader listing the folder meanwhile
+        never tries to open it after the rename), and renamed."""
         import pyarrow.fs as pafs
         import pyarrow.parquet as pq
 
         self.fs.create_dir(posixpath.dirname(path), recursive=True)
         if isinstance(self.fs, pafs.LocalFileSystem):
-            staging = path + ".writing"
+            folder, name = posixpath.split(path)
+            staging = posixpath.join(folder, f".{name}.writing")
             try:
                 pq.write_table(table, staging, filesystem=self.fs, compression="zstd")
                 self.fs.move(staging, path)

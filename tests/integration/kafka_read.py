@@ -13,19 +13,8 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 90) -> list[Any]:
     """Every message of ``topic`` from the beginning, read until the broker has had
     nothing more to give for IDLE_S seconds (watermarks are not trusted: the stand-in
     broker under-reports them)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "reader-" + uuid.uuid4().hex,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
+    consumer = from_the_start(bootstrap, topic)
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         messages: list[Any] = []
         deadline = time.monotonic() + timeout_s
         last_new = time.monotonic()
@@ -42,19 +31,8 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 90) -> list[Any]:
 def wait_for_a_message(bootstrap: str, topic: str, timeout_s: float = 60) -> None:
     """Return once ``topic`` holds a message (a producer started in the background has
     begun: its start-up time is not a fixed sleep on a loaded machine)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "probe-" + uuid.uuid4().hex,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
+    consumer = from_the_start(bootstrap, topic)
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if any(m.error() is None for m in consumer.consume(1, 0.2)):
@@ -62,3 +40,20 @@ def wait_for_a_message(bootstrap: str, topic: str, timeout_s: float = 60) -> Non
         raise AssertionError(f"nothing reached {topic} in {timeout_s:g} s")
     finally:
         consumer.close()
+
+
+def from_the_start(bootstrap: str, topic: str) -> Any:
+    """A consumer of every partition of ``topic`` from offset 0, in no group's way."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "reader-" + uuid.uuid4().hex,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    return consumer

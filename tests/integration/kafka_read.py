@@ -1,9 +1,13 @@
-"""Read a whole topic back with a plain confluent-kafka consumer (no fraudctl code)."""
+"""Read a whole topic back with a plain confluent-kafka consumer (no fraudctl code); see
+when a process has reached the broker."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 IDLE_S = 3.0
@@ -28,18 +32,25 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 90) -> list[Any]:
         consumer.close()
 
 
-def wait_for_a_message(bootstrap: str, topic: str, timeout_s: float = 60) -> None:
-    """Return once ``topic`` holds a message (a producer started in the background has
-    begun: its start-up time is not a fixed sleep on a loaded machine)."""
-    consumer = from_the_start(bootstrap, topic)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if any(m.error() is None for m in consumer.consume(1, 0.2)):
-                return
-        raise AssertionError(f"nothing reached {topic} in {timeout_s:g} s")
-    finally:
-        consumer.close()
+def wait_until_connected(pid: int, port: int, timeout_s: float = 60) -> None:
+    """Return once process ``pid`` holds an established TCP connection to ``port`` on
+    loopback (a producer started in the background has reached the broker: its start-up
+    time is no fixed sleep on a loaded machine).  Read from /proc (Linux)."""
+    wanted = f"{port:04X}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        sockets = set()
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[2].endswith(f":{wanted}") and fields[3] == "01":  # ESTABLISHED
+                sockets.add(f"socket:[{fields[9]}]")
+        with contextlib.suppress(FileNotFoundError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in sockets:
+                        return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} did not connect to port {port} in {timeout_s:g} s")
 
 
 def from_the_start(bootstrap: str, topic: str) -> Any:

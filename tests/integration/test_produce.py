@@ -18,7 +18,7 @@ from fraudctl.config import load_settings
 from fraudctl.contract import validate_bytes
 from fraudctl.stack.native import StackState
 from tests.conftest import RunCli
-from tests.integration.kafka_read import read_topic, wait_for_a_message
+from tests.integration.kafka_read import read_topic, wait_until_connected
 
 
 @pytest.fixture
@@ -180,9 +180,10 @@ def test_broker_gone_past_the_delivery_timeout_is_reported_exactly(
     proc = produce_in_background(
         out, "--count", "8000", "--rate", "1000", "--delivery-timeout", "2"
     )
-    # Stopped once producing has begun (its start-up took more than a fixed 1.5 s on a
-    # loaded machine: the broker was gone before the run began), with seconds still to go.
-    wait_for_a_message(stack["FRAUDCTL_KAFKA_BOOTSTRAP"], topics["tx"])
+    # Stopped once the producer has reached the broker (its start-up took more than a
+    # fixed 1.5 s on a loaded machine: the broker was gone before the run began).
+    wait_until_connected(proc.pid, int(stack["FRAUDCTL_KAFKA_BOOTSTRAP"].rsplit(":", 1)[1]))
+    time.sleep(1.0)  # a second of the 8 s run acknowledged, the rest not
     os.kill(broker, signal.SIGSTOP)
     try:
         _, err = proc.communicate(timeout=120)

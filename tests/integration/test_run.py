@@ -122,7 +122,7 @@ def running(
     profile = platform["profile"]
     env = dict(os.environ) | {env_var(k): v for k, v in GATES.items()}
     if profile == "local":
-        argv = ["demo", "--live", "--for", "15m", "--json"]
+        argv = ["demo", "--live", "--for", "30m", "--json"]  # the test stops it (SIGTERM)
     else:
         env |= {env_var(k): v for k, v in DEMO_GATES.items()}
         env["FRAUDCTL_MODEL_NAME"] = f"fraud-run-{uuid.uuid4().hex[:8]}"

@@ -228,8 +228,10 @@ def a_full_cycle(events: Events, env: dict[str, str]) -> subprocess.Popen[str]:
 
 def drift_blocks_the_next_promotion(events: Events) -> None:
     """The drift job finds the drifted stream; the next candidate is refused for it."""
-    events.wait_for(job("drift", status="drift"), 300, "drift found")
-    refused = events.wait_for(job("promote-staging"), 300, "the next promotion", events.at + 1)
+    # Jobs run one at a time: behind a slow train and promotion (2 min each when the
+    # machine is loaded) the next drift job can be minutes away.
+    events.wait_for(job("drift", status="drift"), 600, "drift found")
+    refused = events.wait_for(job("promote-staging"), 600, "the next promotion", events.at + 1)
     assert refused["result"]["outcome"] == "refused", refused
     assert "drift score" in refused["result"]["reason"], refused
 
@@ -245,7 +247,7 @@ def a_worse_candidate_is_rolled_back_at_its_first_step(events: Events, env: dict
     version = worse_version(env, inverted=True)
     with environ(env):
         Wiring(load_settings().settings).registry.set_alias("staging", version)
-    first = events.wait_for(decision("canary", "stepped", version), 120, f"v{version}'s canary")
+    first = events.wait_for(decision("canary", "stepped", version), 300, f"v{version}'s canary")
     assert "is at staging (not promoted by this run)" in first["reason"]
     back = events.wait_for(decision("canary", "rolled_back", version), 300, f"v{version} back")
     assert back["reason"].startswith("step 1/2 (20 %): quality: roc_auc canary"), back

@@ -74,8 +74,9 @@ class Events:
         while time.monotonic() < deadline:
             lines = list(self.lines)
             for at in range(seen, len(lines)):
-                # The run's last document is an error when it failed: that is the answer.
-                assert "error" not in lines[at], f"{what}: the run failed: {lines[at]}"
+                # A run that failed ends with an error document (no "event"): the answer.
+                failed = "event" not in lines[at] and "error" in lines[at]
+                assert not failed, f"{what}: the run failed: {lines[at]}"
                 if found(lines[at]):
                     self.at = at
                     return lines[at]

@@ -126,9 +126,9 @@ def store_values(settings: Settings, secrets_as_env: bool = False) -> dict[str, 
         connection = f"{parts.hostname}:{parts.port or 6379}"
         if config.password:
             secret = config.password.get_secret_value()
-            connection += (
-                f",password={'${' + env_var('redis_password') + '}' if secrets_as_env else secret}"
-            )
+            if secrets_as_env:
+                secret = "${" + env_var("redis_password") + "}"
+            connection += f",password={secret}"
         database = (parts.path or "/0").lstrip("/") or "0"
         connection += f",db={database}"
         # Bounded waits: an unreachable Redis must fail the call, not hang it.

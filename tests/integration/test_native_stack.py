@@ -56,6 +56,16 @@ def test_only_loopback_is_bound(stack: dict[str, str]) -> None:
                     assert conn.laddr.ip == "127.0.0.1", (running.name, conn.laddr)
 
 
+def test_the_mlflow_server_runs_without_mlflows_job_runner(stack: dict[str, str]) -> None:
+    """MLflow 3's job runner and its huey consumers (unused by fraudctl) polled about a
+    third of a core per idle server here; the stack starts the server without them."""
+    running = StackState.load(settings()).services["mlflow"]
+    tree = [psutil.Process(running.pid), *psutil.Process(running.pid).children(True)]
+    commands = [" ".join(p.cmdline()) for p in tree]
+    assert any("mlflow" in c and "server" in c for c in commands), commands
+    assert not [c for c in commands if "huey" in c or "_job_runner" in c], commands
+
+
 def test_broker_round_trip_with_confluent_kafka(stack: dict[str, str]) -> None:
     from confluent_kafka import Consumer, Producer
 

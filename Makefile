@@ -95,7 +95,7 @@ services-down: $(STAMP)
 
 # Every benchmark under bench/ (each starts what it needs on free loopback ports), then one
 # results table with each figure beside its baseline: bench/results/summary.{md,json}.
-BENCHMARKS := produce materialize train serve feature_serving drift quality
+BENCHMARKS := produce replay materialize train serve feature_serving drift quality
 bench: install
 	@for b in $(BENCHMARKS); do echo "== bench/$$b.py"; \
 	  $(BIN)/python bench/$$b.py --out bench/results/$$b.json >/dev/null || exit 1; done

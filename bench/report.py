@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHMARKS = ("produce", "materialize", "train", "serve", "feature_serving", "drift", "quality")
+BENCHMARKS = ("produce", "replay", "materialize", "train", "serve", "feature_serving", "drift",
+              "quality")  # fmt: skip
 
 
 def at(data: Any, path: str) -> Any:
@@ -47,6 +48,13 @@ def rows_of(name: str, d: dict[str, Any]) -> list[dict[str, Any]]:
         return [row(d, "events published/s", "fraudctl_events_per_s",
                     "baseline_with_callbacks_msgs_per_s", "raw confluent-kafka msgs/s",
                     "events/s", f"≥ {d['target_events_per_s']:,}")]  # fmt: skip
+    if name == "replay":
+        return [
+            row(d, f"rows replayed/s, {d['rows']:,}-row {kind} (events + labels)",
+                f"{kind}.fraudctl_rows_per_s", f"{kind}.baseline_rows_per_s",
+                "pyarrow read + f-string + raw confluent-kafka", "rows/s")
+            for kind in ("csv", "parquet")
+        ]  # fmt: skip
     if name == "materialize":
         return [
             row(d, "events materialized/s", "fraudctl_events_per_s", "baseline_events_per_s",

@@ -26,7 +26,7 @@ MODULE_SECONDS = {
     "tests/integration/test_outages.py": 205, "tests/faults/test_bus_damage.py": 143,
     "tests/integration/test_train.py": 136, "tests/faults/test_feast_registry.py": 133,
     "tests/integration/test_run.py": 700, "tests/faults/test_storage.py": 126,
-    "tests/integration/test_users_tools.py": 280,
+    "tests/integration/test_users_tools.py": 280, "tests/integration/test_replay.py": 70,
     "tests/integration/test_drift.py": 88, "tests/integration/test_native_stack.py": 68,
     "tests/integration/test_produce.py": 64, "tests/faults/test_concurrent_materialize.py": 38,
     "tests/integration/test_port_contracts.py": 37, "tests/faults/test_model_cache.py": 21,

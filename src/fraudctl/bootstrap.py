@@ -10,6 +10,7 @@ show``; the profile only changes their defaults.
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 
 from fraudctl.config import Settings
 from fraudctl.ports import (
@@ -23,6 +24,7 @@ from fraudctl.ports import (
     MetricsScraper,
     ModelRegistry,
     OfflineStore,
+    RowSource,
     ScoringClient,
     ServingControl,
     Spawner,
@@ -112,6 +114,13 @@ def open_scoring(url: str, concurrency: int) -> ScoringClient:
     from fraudctl.adapters.serve_client import HttpScoring
 
     return HttpScoring(url, concurrency)
+
+
+def open_source(path: Path) -> RowSource:
+    """A user's transaction file (CSV, JSON Lines or Parquet), read in chunks."""
+    from fraudctl.adapters.source_files import open_source as open_file
+
+    return open_file(path)
 
 
 def open_spawner() -> Spawner:

@@ -186,6 +186,9 @@ class Settings(BaseModel):
     mlflow_uri: str = Field(description="MLflow tracking URI (http(s):// or sqlite:///).")
     model_name: str = Field(min_length=1, description="Registered model name.")
     ray_address: str | None = Field(description="Existing Ray cluster to join; unset = local.")
+    pseudonym_key: SecretStr | None = Field(
+        description="Key of the hash that pseudonymises replayed user ids (secret)."
+    )
     otlp_endpoint: str | None = Field(
         description="OTLP traces endpoint, 'console', or unset for no tracing."
     )
@@ -297,7 +300,7 @@ class Settings(BaseModel):
             return value
         raise ValueError("expected an http(s):// OTLP endpoint, 'console', or unset")
 
-    @field_validator("redis_password", "s3_access_key", "s3_secret_key")
+    @field_validator("redis_password", "s3_access_key", "s3_secret_key", "pseudonym_key")
     @classmethod
     def _not_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
@@ -390,6 +393,7 @@ def profile_defaults(profile: Profile, home: Path) -> dict[str, Any]:
         "s3_secret_key": None,
         "model_name": "fraud-detector",
         "ray_address": None,
+        "pseudonym_key": None,
         "otlp_endpoint": None,
         "pushgateway_url": None,
         "promote_auc_floor": 0.8,

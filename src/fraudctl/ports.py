@@ -441,6 +441,43 @@ class Spawner(Protocol):
     ) -> Child: ...
 
 
+@dataclass(frozen=True)
+class BrokenRow:
+    """A row of a source file its reader could not make into values (not JSON, the
+    wrong number of fields): where it is and what it held."""
+
+    row: int  # 1-based: the data row (CSV without its header, Parquet) or the line (JSONL)
+    raw: bytes
+    reason: str
+
+
+@dataclass(frozen=True)
+class RowChunk:
+    """Consecutive rows of a source file, by column, with the row number of each."""
+
+    rows: list[int]
+    columns: dict[str, list[Any]]
+    broken: list[BrokenRow] = field(default_factory=list)
+
+
+class RowSource(Protocol):
+    """A file of transactions read in chunks, in constant memory (``adapters/source_files``)."""
+
+    @property
+    def name(self) -> str:
+        """The file's name as DLQ records and summaries give it."""
+
+    @property
+    def format(self) -> str:
+        """csv | jsonl | parquet."""
+
+    def columns(self) -> list[str]:
+        """The file's columns (JSONL: the keys of its first object)."""
+
+    def chunks(self, columns: list[str]) -> Iterable[RowChunk]:
+        """Every row, ``columns`` only (a missing value is None), in file order."""
+
+
 class Backends(Protocol):
     """Every port of the active settings, built once, on first use
     (``fraudctl.bootstrap.Wiring``; in memory: ``tests.fakes.FakeBackends``).  Services

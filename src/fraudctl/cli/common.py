@@ -147,6 +147,20 @@ def state_of(ctx: typer.Context) -> AppState:
     return root.obj
 
 
+def explicit(ctx: typer.Context, name: str) -> bool:
+    """Whether the user gave the option ``name`` (a parameter name), not its default."""
+    source = ctx.get_parameter_source(name)  # Typer may carry its own click: by name
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def option_name(ctx: typer.Context, name: str) -> str:
+    """The option as the user types it (``time_mode`` → ``--time``)."""
+    for param in ctx.command.params:
+        if param.name == name and param.opts:
+            return max(param.opts, key=len)
+    return "--" + name.replace("_", "-")
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, default=str, ensure_ascii=False) + "\n")
     sys.stdout.flush()

@@ -19,6 +19,7 @@ GENERATED_SECRETS = (
     "FRAUDCTL_S3_ACCESS_KEY",
     "FRAUDCTL_S3_SECRET_KEY",
     "FRAUDCTL_REDIS_PASSWORD",
+    "FRAUDCTL_PSEUDONYM_KEY",  # produce --from: the key of the user-id pseudonyms
     "MLFLOW_DB_PASSWORD",  # compose only: MLflow's PostgreSQL backend store
     "GRAFANA_ADMIN_PASSWORD",  # compose only
 )

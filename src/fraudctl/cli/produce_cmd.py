@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -18,7 +19,9 @@ from fraudctl.cli.common import (
     JsonOption,
     console,
     err_console,
+    explicit,
     key_values,
+    option_name,
     print_json,
     state_of,
 )
@@ -27,6 +30,7 @@ from fraudctl.timespec import parse_duration
 
 if TYPE_CHECKING:
     from fraudctl.services.produce import ProduceSummary
+    from fraudctl.services.replay import ReplaySummary
 
 DRIFT_HELP = (
     "Shift distributions: amount=F (scale amounts), country=CC:P (send share P of events "
@@ -105,6 +109,60 @@ def produce(
     score_concurrency: Annotated[
         int, typer.Option(min=1, max=256, help="--score: requests in flight at most.")
     ] = 8,
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            metavar="FILE",
+            help="Replay your own transactions from a .csv, .jsonl or .parquet file (also "
+            ".csv.gz, .jsonl.gz) instead of generating them: each row an event, rows that "
+            "cannot be one go to the DLQ with the file, row and reason. --rate defaults to "
+            "0 (as fast as possible) here.",
+        ),
+    ] = None,
+    map_spec: Annotated[
+        str | None,
+        typer.Option(
+            "--map",
+            metavar="FIELD=COLUMN,…",
+            help="--from: the file's column of each contract field, e.g. "
+            "transaction_amount=amt,user_id=cc_num (a field not named here comes from the "
+            "column of its own name).",
+        ),
+    ] = None,
+    set_spec: Annotated[
+        str | None,
+        typer.Option(
+            "--set",
+            metavar="FIELD=VALUE,…",
+            help="--from: one value of a field for every row, e.g. country=US,device=web.",
+        ),
+    ] = None,
+    label_column: Annotated[
+        str | None,
+        typer.Option(
+            metavar="COLUMN",
+            help="--from: the column of the true label (default: 'label' "
+            "when the file has it; none: no labels are published).",
+        ),
+    ] = None,
+    label_ts_column: Annotated[
+        str | None,
+        typer.Option(
+            metavar="COLUMN",
+            help="--from: the column of when each label became known (instead of --label-delay).",
+        ),
+    ] = None,
+    time_mode: Annotated[
+        str,
+        typer.Option(
+            "--time",
+            metavar="keep|shift-to-now|Nx",
+            help="--from: keep the file's event times (refused if any is more than a minute "
+            "ahead), shift them so the last event is now, or compress the timeline N times "
+            "and publish each event when its time comes (60x: an hour in a minute).",
+        ),
+    ] = "keep",
     as_json: JsonOption = False,
 ) -> None:
     """Publish a realistic synthetic transaction stream with delayed labels.
@@ -118,6 +176,21 @@ def produce(
     from fraudctl.generator import DriftSpec, GeneratorOptions
     from fraudctl.services.produce import ProducePlan, produce_in_workers
 
+    if from_file is not None:
+        from fraudctl.cli.produce_from import replay_file
+
+        replay_file(ctx, from_file, map_spec=map_spec, set_spec=set_spec,
+                    label_column=label_column, label_ts_column=label_ts_column,
+                    time_mode=time_mode, rate=rate, label_delay=label_delay,
+                    delivery_timeout=delivery_timeout, score=score,
+                    score_concurrency=score_concurrency, as_json=as_json)  # fmt: skip
+        return
+    replay_only = [name for name in ("map_spec", "set_spec", "label_column", "label_ts_column",
+                                     "time_mode") if explicit(ctx, name)]  # fmt: skip
+    if replay_only:
+        raise UsageError(
+            f"{', '.join(option_name(ctx, n) for n in replay_only)} only apply with --from FILE"
+        )
     if count is not None and duration is not None:
         raise UsageError("give --count or --duration, not both")
     if rate == 0 and count is None and start is None:
@@ -183,10 +256,16 @@ def produce(
         print_json(result)
     else:
         console.print(key_values(_summary_rows(result)))
+    exit_for(summary, bus.address, score)
+
+
+def exit_for(summary: ProduceSummary | ReplaySummary, address: str, score: str | None) -> None:
+    """The exit of a produce run: 3 when messages were not acknowledged or a --score
+    server answered nothing, 130 after Ctrl-C (the summary is printed first)."""
     if summary.not_acknowledged:
         err_console.print(
             f"[red]error:[/red] {summary.not_acknowledged:,} messages were not acknowledged by "
-            f"{bus.address} ({summary.failures or 'still in flight at the delivery timeout'})"
+            f"{address} ({summary.failures or 'still in flight at the delivery timeout'})"
         )
         raise typer.Exit(ExitCode.BACKEND_UNAVAILABLE)
     if score is not None and summary.scored == 0 and summary.score_failed:
@@ -238,7 +317,11 @@ def _summary_rows(result: dict[str, object]) -> dict[str, object]:
 
     run = ("elapsed_s", "producing_s", "events_per_s", "stopped_by", "workers")
     scoring = ("score_url", "score_p50_ms", "score_p95_ms") if result.get("score_url") else ()
-    keys = (*COUNTS, *run, "bus", "address", "drift", *scoring)
+    return formatted(result, (*COUNTS, *run, "bus", "address", "drift", *scoring))
+
+
+def formatted(result: dict[str, object], keys: tuple[str, ...]) -> dict[str, object]:
+    """The rows of a summary table: ``keys`` of ``result``, numbers with separators."""
     rows = {}
     for key in keys:
         value = result[key]

@@ -57,8 +57,8 @@ def test_only_loopback_is_bound(stack: dict[str, str]) -> None:
 
 
 def test_the_mlflow_server_runs_without_mlflows_job_runner(stack: dict[str, str]) -> None:
-    """MLflow 3's job runner and its huey consumers (unused by fraudctl) polled about a
-    third of a core per idle server here; the stack starts the server without them."""
+    """MLflow 3's job runner and its seven huey consumers (unused by fraudctl) cost 16
+    CPU-seconds more per server start here; the stack starts the server without them."""
     running = StackState.load(settings()).services["mlflow"]
     tree = [psutil.Process(running.pid), *psutil.Process(running.pid).children(True)]
     commands = [" ".join(p.cmdline()) for p in tree]

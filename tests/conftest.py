@@ -15,22 +15,23 @@ import pytest
 from fraudctl.cli.main import main
 
 # The modules of the service tier by the seconds they took (`TEST_DURATIONS=0`, summed
-# per module, 2026-12-02), longest first: `make test` runs them in this order with
-# `--dist loadfile --no-loadscope-reorder`, so each worker starts a long module first and
-# the short ones fill in at the end (longest-processing-time-first). pytest-xdist's own
-# order (most tests first) put the two-test, 500-s demo module near the end: a tail of
-# minutes on one worker. A module missing here runs after these, in collection order.
+# per module, fresh clone, 2026-12-04; test_run less the 400 s its stack story no longer
+# spends), longest first: `make test` runs them in this order with `--dist loadfile
+# --no-loadscope-reorder`, so each worker starts a long module first and the short ones
+# fill in at the end (longest-processing-time-first). pytest-xdist's own order (most
+# tests first) put the two-test demo module near the end: a tail of minutes on one
+# worker. A module missing here runs after these, in collection order.
 MODULE_SECONDS = {
-    "tests/integration/test_serve.py": 972, "tests/integration/test_demo.py": 512,
-    "tests/integration/test_promote.py": 354, "tests/integration/test_materialize.py": 250,
-    "tests/integration/test_outages.py": 205, "tests/faults/test_bus_damage.py": 143,
-    "tests/integration/test_train.py": 136, "tests/faults/test_feast_registry.py": 133,
-    "tests/integration/test_run.py": 700, "tests/faults/test_storage.py": 126,
-    "tests/integration/test_users_tools.py": 280, "tests/integration/test_replay.py": 70,
-    "tests/integration/test_drift.py": 88, "tests/integration/test_native_stack.py": 68,
-    "tests/integration/test_produce.py": 64, "tests/faults/test_concurrent_materialize.py": 38,
-    "tests/integration/test_port_contracts.py": 37, "tests/faults/test_model_cache.py": 21,
-    "tests/faults/test_http_inputs.py": 16, "tests/integration/test_bus_contract.py": 5,
+    "tests/integration/test_run.py": 975, "tests/integration/test_serve.py": 741,
+    "tests/integration/test_promote.py": 655, "tests/integration/test_demo.py": 253,
+    "tests/integration/test_materialize.py": 221, "tests/integration/test_users_tools.py": 210,
+    "tests/integration/test_outages.py": 177, "tests/faults/test_bus_damage.py": 139,
+    "tests/faults/test_feast_registry.py": 124, "tests/faults/test_storage.py": 104,
+    "tests/integration/test_replay.py": 70, "tests/integration/test_produce.py": 64,
+    "tests/integration/test_train.py": 61, "tests/integration/test_native_stack.py": 44,
+    "tests/integration/test_drift.py": 36, "tests/faults/test_concurrent_materialize.py": 24,
+    "tests/integration/test_bus_contract.py": 16, "tests/faults/test_model_cache.py": 15,
+    "tests/integration/test_port_contracts.py": 11, "tests/faults/test_http_inputs.py": 11,
 }  # fmt: skip
 
 

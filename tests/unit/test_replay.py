@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from fraudctl.replay import (
 from fraudctl.services.produce import Clock
 from fraudctl.services.replay import ReplayPlan, replay
 from tests.conftest import RunCli
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, RecordingScoring
 from tests.replay_files import MAP, write_csv, write_jsonl, write_parquet
 from tests.unit.test_produce_cli import read_all
 
@@ -252,3 +253,16 @@ def test_a_compressed_timeline_publishes_each_event_when_its_time_comes() -> Non
     labels = [(t, json.loads(v)) for topic, t, v in producer.sent if topic == "labels"]
     due = {e["event_id"]: s + 0.5 for (_t, e), s in zip(events, stamps, strict=True)}
     assert all(sent >= due[label["event_id"]] - 1e-6 for sent, label in labels)
+
+
+def test_with_score_every_published_event_is_scored_and_nothing_else() -> None:
+    rows = [{"event_ts": 1_700_000_000 + i, "user_id": f"user-{i}", "transaction_amount": 5.0,
+             "country": "US" if i % 4 else "XX", "device": "web"} for i in range(40)]  # fmt: skip
+    producer = TimedProducer(time.time)
+    scoring = RecordingScoring()
+    plan = ReplayPlan(ColumnMap.build(list(rows[0])), TimeMode("keep"), 0.0, 0.0,
+                      "tx", "labels", "dlq", 10.0)  # fmt: skip
+    summary = replay(ListSource(rows), producer, plan, scoring=scoring)
+    published = [v for topic, _t, v in producer.sent if topic == "tx"]
+    assert scoring.submitted == published and len(published) == 30 and scoring.closed
+    assert (summary.scored, summary.dead_lettered, summary.unlabelled) == (30, 10, 30)

@@ -68,7 +68,7 @@ class CsvSource:
         try:
             return csv.open_csv(
                 str(self.path),
-                read_options=csv.ReadOptions(use_threads=False, block_size=4 << 20),
+                read_options=csv.ReadOptions(use_threads=False, block_size=1 << 20),
                 parse_options=csv.ParseOptions(
                     newlines_in_values=True, invalid_row_handler=invalid
                 ),

@@ -15,14 +15,14 @@ import pytest
 from fraudctl.cli.main import main
 
 # The modules of the service tier by the seconds they took (`TEST_DURATIONS=0`, summed
-# per module, fresh clone, 2026-12-04; test_run less the 400 s its stack story no longer
-# spends), longest first: `make test` runs them in this order with `--dist loadfile
+# per module, fresh clone, 2026-12-04; test_run as it ran after its stack story was
+# shortened), longest first: `make test` runs them in this order with `--dist loadfile
 # --no-loadscope-reorder`, so each worker starts a long module first and the short ones
 # fill in at the end (longest-processing-time-first). pytest-xdist's own order (most
 # tests first) put the two-test demo module near the end: a tail of minutes on one
 # worker. A module missing here runs after these, in collection order.
 MODULE_SECONDS = {
-    "tests/integration/test_run.py": 975, "tests/integration/test_serve.py": 741,
+    "tests/integration/test_run.py": 650, "tests/integration/test_serve.py": 741,
     "tests/integration/test_promote.py": 655, "tests/integration/test_demo.py": 253,
     "tests/integration/test_materialize.py": 221, "tests/integration/test_users_tools.py": 210,
     "tests/integration/test_outages.py": 177, "tests/faults/test_bus_damage.py": 139,

@@ -177,10 +177,6 @@ class Timeline:
     def stamp(self, t: float) -> float:
         return self.offset + (t - self.origin) / self.factor
 
-    def span_s(self, first: float, last: float) -> float:
-        """Event-time seconds the replayed stream covers."""
-        return (last - first) / self.factor
-
 
 def parse_time(value: object) -> float:
     """Seconds since the epoch of an ISO-8601 text (a naive one is UTC; ``Z`` allowed),

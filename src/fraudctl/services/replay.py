@@ -115,14 +115,10 @@ def replay(
     on_progress(summary, "reading the file's times")
     found = scan(source, plan.columns)
     summary.rows_total = found.rows
+    timeline = Timeline(0.0, 0.0, 1.0)  # no parseable time: every row is a dead letter
     if found.first is not None and found.last is not None:
         summary.file_first_ts, summary.file_last_ts = format_ts(found.first), format_ts(found.last)
-    now = clock.wall()
-    timeline = (
-        Timeline.plan(plan.time, found.first, found.last, now)
-        if found.first is not None and found.last is not None
-        else Timeline(0.0, 0.0, 1.0)
-    )
+        timeline = Timeline.plan(plan.time, found.first, found.last, clock.wall())
     mapper = RowMapper(plan.columns, timeline, plan.pseudonym_key, plan.label_delay)
     run = _Replay(source, producer, plan, clock, should_stop, on_progress, scoring, summary,
                   mapper)  # fmt: skip
